@@ -1,0 +1,59 @@
+"""The transcription flow: scan → for each new recording: transcribe → write → summary.
+
+The work lives in :mod:`voxflow.transcription`; this file is only the plan. One Prefect task
+per recording on a bounded thread pool; the chunks of each recording fan out with asyncio
+inside its task under one request limit shared by the whole run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.transcribe import restore_sidecars_task, transcribe_recording_task
+from voxflow.errors import RunAbort
+from voxflow.settings import load_settings
+from voxflow.transcription import RunPlan, finish_run, open_run, plan_run
+
+
+@flow(name="transcribe", task_runner=ThreadPoolTaskRunner(max_workers=10), log_prints=True)
+def transcribe_flow(
+    source: str, out: str = "voxflow-out", options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Transcribe every new recording under ``source`` into ``out``.
+
+    ``options`` are voxflow settings (model, language, formats, concurrency, force, …); the API
+    key is read from the environment of the process that runs the flow, never passed here.
+    """
+    settings = load_settings(**{**(options or {}), "out": out})
+    plan = plan_run(source, settings)
+    return run_plan(plan)
+
+
+def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
+    """Submit the plan's recordings as tasks, wait for all, and finish the run."""
+    logger = get_run_logger()
+    ctx = open_run(plan, run_id)
+    logger.info(
+        "run %s: %d to transcribe, %d to restore, %d already done, model %s",
+        ctx.run_id,
+        len(plan.todo),
+        len(plan.restore),
+        len(plan.skipped),
+        ctx.options.model,
+    )
+    futures = [restore_sidecars_task.submit(rec, ctx.run_id) for rec, _ in plan.restore]
+    futures += [transcribe_recording_task.submit(rec, ctx.run_id) for rec in plan.todo]
+    wait(futures)
+    results = []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except RunAbort:
+            continue
+    summary = finish_run(ctx, results)
+    logger.info("run %s finished: %s", ctx.run_id, summary.as_dict())
+    return summary.as_dict()

@@ -1,0 +1,101 @@
+"""Shared fixtures: isolated Prefect home, no API key, real sample clips, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data" / "recordings"
+sys.path.insert(0, str(ROOT))  # flows/ and tasks/
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="voxflow-prefect-")
+os.environ.update(
+    {
+        "PREFECT_HOME": _PREFECT_HOME,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+)
+os.environ.pop("OPENROUTER_API_KEY", None)  # tests never reach the real service
+os.environ.pop("PREFECT_API_URL", None)
+
+
+def reference_texts() -> dict[str, str]:
+    data = json.loads((SAMPLES / "transcripts.json").read_text())
+    return {name: v["text"] for name, v in data.items() if v["text"] and not v.get("approximate")}
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test server for the whole session (≈ 12–20 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture()
+def clip_dir(tmp_path: Path) -> Path:
+    """A folder with three short real clips."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("jfk.flac", "beckett.wav", "spk1_snt3.wav"):
+        shutil.copy(SAMPLES / name, folder / name)
+    return folder
+
+
+def make_bad_inputs(folder: Path) -> dict[str, str]:
+    """Every kind of bad input the issue names, plus one good file; name → expected status."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "corrupt.flac").write_bytes(b"fLaC" + os.urandom(4000))
+    (folder / "notes.mp3").write_text("This is a text file that only pretends to be an MP3.\n" * 20)
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=r=16000:a=0.0005:c=pink", "-t", "6", str(folder / "silent.wav"))
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=160x120:r=5:d=3", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(folder / "no audio.mp4"))
+    shutil.copy(SAMPLES / "spk1_snt1.wav", folder / "Réunion d’équipe 2024.wav")
+    locked = folder / "locked.wav"
+    shutil.copy(SAMPLES / "spk1_snt3.wav", locked)
+    locked.chmod(0)
+    data = (SAMPLES / "jfk.mp3").read_bytes()
+    (folder / "truncated.mp3").write_bytes(data[: len(data) // 2])
+    shutil.copy(SAMPLES / "beckett.wav", folder / "good.wav")
+    return {
+        "empty.wav": "failed",
+        "corrupt.flac": "failed",
+        "notes.mp3": "failed",
+        "silent.wav": "done",
+        "no audio.mp4": "failed",
+        "Réunion d’équipe 2024.wav": "done",
+        "locked.wav": "failed",
+        "truncated.mp3": "done",
+        "good.wav": "done",
+    }
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` without root's power to read any file (so chmod 000 bites), if we are root."""
+    if os.geteuid() != 0:
+        return cmd
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *cmd]

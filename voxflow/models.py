@@ -1,0 +1,164 @@
+"""Frozen data records passed between voxflow's modules. Times are integer milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["done", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One media file found by a scan."""
+
+    uri: str  # fsspec URL or absolute local path
+    rel_path: str  # path relative to the scanned root, '/'-separated
+    size_bytes: int
+    mtime: float = 0.0
+    recording_id: str = ""  # sha256 of the content, filled by hashing
+
+    @property
+    def stem(self) -> str:
+        name = self.rel_path.rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[0] if "." in name else name
+
+    @property
+    def rel_dir(self) -> str:
+        return self.rel_path.rsplit("/", 1)[0] if "/" in self.rel_path else ""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """What ffprobe says about a file."""
+
+    duration_ms: int
+    format_name: str
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+    has_video: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A half-open time interval [start_ms, end_ms)."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAudio:
+    """A recording decoded to 16 kHz mono s16le WAV on local disk, with its pauses."""
+
+    wav_path: str
+    duration_ms: int
+    silences: tuple[Span, ...]
+    truncated: bool = False
+    decode_warning: str = ""
+    peak_db: float = -91.0  # loudest sample; digital silence is about -91 dB
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of a recording sent to an engine; ``data`` is encoded as ``format``."""
+
+    index: int
+    offset_ms: int
+    duration_ms: int
+    data: bytes
+    format: str  # "pcm" = s16le mono 16 kHz, or "flac", "mp3", "wav", "ogg"
+    sample_rate: int = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    start_ms: int
+    end_ms: int
+    word: str
+    confidence: float | None = None
+    speaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start_ms: int
+    end_ms: int
+    text: str
+    words: tuple[Word, ...] = ()
+    speaker: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What an engine heard in a chunk or, stitched, in a whole recording."""
+
+    text: str
+    language: str
+    segments: tuple[Segment, ...] = ()
+    cost_usd: float = 0.0
+    timed: bool = True  # False when the engine gave text only (no segment times)
+
+    def shifted(self, offset_ms: int) -> Transcript:
+        """The same transcript with every time moved by ``offset_ms``."""
+        return Transcript(
+            text=self.text,
+            language=self.language,
+            segments=tuple(shift_segment(s, offset_ms) for s in self.segments),
+            cost_usd=self.cost_usd,
+            timed=self.timed,
+        )
+
+
+def shift_segment(seg: Segment, offset_ms: int) -> Segment:
+    return Segment(
+        start_ms=seg.start_ms + offset_ms,
+        end_ms=seg.end_ms + offset_ms,
+        text=seg.text,
+        words=tuple(
+            Word(w.start_ms + offset_ms, w.end_ms + offset_ms, w.word, w.confidence, w.speaker)
+            for w in seg.words
+        ),
+        speaker=seg.speaker,
+        confidence=seg.confidence,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """One subtitle cue, already shaped for reading (lines joined by '\\n')."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+    speaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """The outcome of one recording in one run (one ``transcripts`` row)."""
+
+    recording: Recording
+    status: Status
+    model: str
+    options_hash: str
+    duration_ms: int = 0
+    language: str = "und"
+    text: str = ""
+    segments: tuple[Segment, ...] = ()
+    error_kind: str | None = None
+    error_message: str | None = None
+    n_chunks: int = 0
+    attempts: int = 0
+    cost_usd: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    outputs: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    truncated: bool = False

@@ -1,0 +1,114 @@
+"""All configuration, read once: ``VOXFLOW_*`` environment variables, ``OPENROUTER_*`` for
+the API, and CLI flags layered on top (flags win)."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voxflow.errors import ConfigError
+
+LOCAL_STT_DEFAULT = "local/tiny.en"
+LOCAL_TTS_DEFAULT = "local/en_US-joe-medium"
+OPENROUTER_STT_DEFAULT = "openai/whisper-large-v3"
+OPENROUTER_TTS_DEFAULT = "openai/gpt-4o-mini-tts-2025-12-15"
+SUBTITLE_FORMATS = ("srt", "vtt", "txt", "json")
+
+
+class OpenRouterSettings(BaseSettings):
+    """Where and how to reach OpenRouter. The key is a SecretStr: it never prints."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENROUTER_", extra="ignore")
+
+    api_key: SecretStr | None = None
+    base_url: str = "https://openrouter.ai/api/v1"
+    app_url: str | None = None  # sent as HTTP-Referer
+    app_title: str | None = "voxflow"  # sent as X-OpenRouter-Title
+
+    @property
+    def has_key(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
+class Settings(BaseSettings):
+    """Run settings. Every field is also ``VOXFLOW_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXFLOW_", extra="ignore", frozen=True)
+
+    out: str = "voxflow-out"
+    model: str | None = None  # None: OpenRouter default with a key, else the local engine
+    voice: str | None = None
+    language: str | None = None  # ISO-639-1 hint; None = detect
+    formats: tuple[str, ...] = SUBTITLE_FORMATS
+    concurrency: int = Field(default=8, ge=1, le=256)
+    budget_usd: float | None = Field(default=None, ge=0)
+    force: bool = False
+    beside_source: bool = False
+    settle_seconds: float = Field(default=0.0, ge=0)
+    max_chunk_s: float = Field(default=600.0, ge=5)  # longest piece sent to an engine
+    min_silence_s: float = Field(default=0.35, gt=0)
+    silence_db: float = -35.0
+    local_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    workers: int = Field(default=0, ge=0)  # recordings in flight; 0 = derived from concurrency
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    diarize: bool = False
+    keyterms: tuple[str, ...] = ()
+    temperature: float | None = None
+    shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip().lower() for v in value.split(",") if v.strip()]
+        bad = [v for v in value if v not in SUBTITLE_FORMATS]  # type: ignore[union-attr]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(SUBTITLE_FORMATS)}")
+        return tuple(value)  # type: ignore[arg-type]
+
+    @field_validator("keyterms", mode="before")
+    @classmethod
+    def _split_keyterms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @cached_property
+    def openrouter(self) -> OpenRouterSettings:
+        return OpenRouterSettings()
+
+    @property
+    def transcription_model(self) -> str:
+        """The model id this run uses for speech-to-text."""
+        if self.model:
+            return self.model
+        return OPENROUTER_STT_DEFAULT if self.openrouter.has_key else LOCAL_STT_DEFAULT
+
+    @property
+    def speech_model(self) -> str:
+        """The model id this run uses for text-to-speech."""
+        if self.model:
+            return self.model
+        return OPENROUTER_TTS_DEFAULT if self.openrouter.has_key else LOCAL_TTS_DEFAULT
+
+    @property
+    def recording_workers(self) -> int:
+        """How many recordings are prepared and transcribed at once."""
+        return self.workers or min(self.concurrency + 2, 32)
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings fit for a manifest or Prefect parameters: no secrets in here."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with non-None ``overrides`` (CLI flags) on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

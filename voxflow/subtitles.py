@@ -1,0 +1,585 @@
+"""Cue shaping and sidecar writers (SRT, VTT, TXT, JSON).
+
+``shape_cues`` turns engine segments into reading-sized cues once; the writers only render
+them. Each format is one small class overriding ``render``; ``WRITERS`` maps names to
+classes, so adding a format is one class and one dict entry. Nothing here touches files:
+writers return strings and the caller writes them (temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import srt
+
+from voxflow.models import Cue, Segment, Word
+
+PAUSE_MS = 500  # a gap between words at least this long is a good place to break
+PARAGRAPH_PAUSE_MS = 2000  # TXT: a gap between segments this long starts a paragraph
+PARAGRAPH_CHARS = 600  # TXT: a paragraph this long ends at the next sentence end
+
+_CLOSERS = "\"'”’»)]}"
+_SENTENCE_END = re.compile(rf"[.?!…][{re.escape(_CLOSERS)}]*$")
+_CLAUSE_END = re.compile(rf"[,;:—–][{re.escape(_CLOSERS)}]*$")
+_PUNCT_ONLY = re.compile(rf"[.,!?;:…%{re.escape(_CLOSERS)}]+")
+
+# Costs the cue partition minimises: fewer cues, breaks at good places.
+_CUE_COST = 4.0
+_BREAK_COST = {"end": 0.0, "sentence": 0.0, "pause": 0.0, "segment": 1.5, "clause": 2.0}
+_WORD_BREAK_COST = 6.0
+_INNER_PAUSE_COST_PER_S = 3.0
+_CPS_COST, _CPS_COST_CAP = 2.0, 6.0
+
+
+# --------------------------------------------------------------------------- shaping
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    """One unbreakable word with its (sanitised) time and speaker."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+    speaker: str | None
+    segment: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    max_line_chars: int
+    max_lines: int
+    max_cps: float
+    min_cue_ms: int
+    max_cue_ms: int
+    min_gap_ms: int
+    duration_ms: int
+
+    def check(self) -> None:
+        if self.max_line_chars < 1 or self.max_lines < 1:
+            raise ValueError("max_line_chars and max_lines must be at least 1")
+        if self.max_cps <= 0:
+            raise ValueError("max_cps must be positive")
+        if not 0 <= self.min_cue_ms <= self.max_cue_ms or self.max_cue_ms < 1:
+            raise ValueError("need 0 <= min_cue_ms <= max_cue_ms and max_cue_ms >= 1")
+        if self.min_gap_ms < 0:
+            raise ValueError("min_gap_ms must not be negative")
+
+    def needed_ms(self, chars: int) -> int:
+        """Display time ``chars`` characters need at ``max_cps``."""
+        return math.ceil(chars * 1000 / self.max_cps)
+
+
+def shape_cues(
+    segments: Sequence[Segment],
+    duration_ms: int,
+    *,
+    max_line_chars: int = 42,
+    max_lines: int = 2,
+    max_cps: float = 17.0,
+    min_cue_ms: int = 1000,
+    max_cue_ms: int = 7000,
+    min_gap_ms: int = 0,
+) -> list[Cue]:
+    """Cut segments into ordered, non-overlapping cues shaped for reading.
+
+    Each cue holds one speaker's words, at most ``max_lines`` balanced lines of at most
+    ``max_line_chars`` (a longer single word gets a line of its own) and spans at most
+    ``max_cue_ms`` of speech (a single longer word excepted). Cues break preferably at
+    sentence ends and pauses, then at clause punctuation, never inside a word. Ends are
+    extended into the following silence towards ``max_cps`` and ``min_cue_ms``; a cue still
+    shorter than ``min_cue_ms`` starts earlier into the silence before it. Times are
+    clamped to ``[0, duration_ms]``; ``min_gap_ms`` is kept where the words allow.
+    Words are taken from ``Segment.words`` when present, otherwise the segment's time is
+    spread over its text by characters.
+    """
+    limits = _Limits(
+        max_line_chars=max_line_chars,
+        max_lines=max_lines,
+        max_cps=max_cps,
+        min_cue_ms=min_cue_ms,
+        max_cue_ms=max_cue_ms,
+        min_gap_ms=min_gap_ms,
+        duration_ms=max(duration_ms, 0),
+    )
+    limits.check()
+    tokens = _sanitise(_tokens(segments), limits.duration_ms)
+    if not tokens:
+        return []
+    spans = _partition(tokens, limits)
+    return _time_cues(tokens, spans, limits)
+
+
+def _tokens(segments: Sequence[Segment]) -> list[_Token]:
+    """All words of all segments, in order, as raw (unsanitised) tokens."""
+    out: list[_Token] = []
+    for index, seg in enumerate(segments):
+        if any(w.word.strip() for w in seg.words):
+            out.extend(_word_tokens(seg, index))
+        else:
+            out.extend(_spread_text(seg, index))
+    return out
+
+
+def _word_tokens(seg: Segment, index: int) -> list[_Token]:
+    """Tokens from a segment's words, gluing pieces that are not words of their own.
+
+    When the engine marks word starts with a leading space (whisper does), a piece
+    without one continues the previous word; otherwise punctuation-only words
+    (``","``, ``"?"``) are glued to the word before them.
+    """
+    words = [w for w in seg.words if w.word.strip()]
+    spaced = any(w.word[:1].isspace() for w in words[1:])
+    out: list[_Token] = []
+    for w in words:
+        text = w.word.strip()
+        glue = not w.word[:1].isspace() if spaced else bool(_PUNCT_ONLY.fullmatch(text))
+        pieces = _split_word(w, text, seg.speaker, index)
+        if out and glue:
+            last, first = out[-1], pieces.pop(0)
+            out[-1] = _Token(
+                last.start_ms,
+                max(last.end_ms, first.end_ms),
+                last.text + first.text,
+                last.speaker,
+                index,
+            )
+        out.extend(pieces)
+    return out
+
+
+def _split_word(w: Word, text: str, default_speaker: str | None, index: int) -> list[_Token]:
+    """One word as tokens (several when its text holds whitespace)."""
+    speaker = w.speaker if w.speaker is not None else default_speaker
+    return _spread(text.split(), w.start_ms, w.end_ms, speaker, index)
+
+
+def _spread_text(seg: Segment, index: int) -> list[_Token]:
+    """A segment without words: its time shared over its words by characters."""
+    return _spread(seg.text.split(), seg.start_ms, seg.end_ms, seg.speaker, index)
+
+
+def _spread(
+    parts: list[str], start_ms: int, end_ms: int, speaker: str | None, index: int
+) -> list[_Token]:
+    """Tokens for ``parts`` sharing ``[start_ms, end_ms]`` in proportion to length."""
+    end_ms = max(end_ms, start_ms)
+    total = sum(len(p) for p in parts) + max(len(parts) - 1, 0)
+    out, pos = [], 0
+    for part in parts:
+        t0 = start_ms + (end_ms - start_ms) * pos // max(total, 1)
+        pos += len(part)
+        t1 = start_ms + (end_ms - start_ms) * pos // max(total, 1)
+        pos += 1
+        out.append(_Token(t0, t1, part, speaker, index))
+    return out
+
+
+def _sanitise(tokens: list[_Token], duration_ms: int) -> list[_Token]:
+    """Clamp to the recording and make times monotonic: start <= end <= next start."""
+    starts, prev = [], 0
+    for tok in tokens:
+        prev = max(prev, min(max(tok.start_ms, 0), duration_ms))
+        starts.append(prev)
+    out = []
+    for k, tok in enumerate(tokens):
+        nxt = starts[k + 1] if k + 1 < len(tokens) else duration_ms
+        end = min(max(tok.end_ms, starts[k]), nxt)
+        out.append(_Token(starts[k], end, tok.text, tok.speaker, tok.segment))
+    return out
+
+
+def _break_kind(tokens: list[_Token], j: int) -> str:
+    """What kind of boundary lies between token ``j - 1`` and token ``j``."""
+    if j >= len(tokens) or tokens[j].speaker != tokens[j - 1].speaker:
+        return "end"
+    if _SENTENCE_END.search(tokens[j - 1].text):
+        return "sentence"
+    if tokens[j].start_ms - tokens[j - 1].end_ms >= PAUSE_MS:
+        return "pause"
+    if tokens[j].segment != tokens[j - 1].segment:
+        return "segment"
+    if _CLAUSE_END.search(tokens[j - 1].text):
+        return "clause"
+    return "word"
+
+
+def _break_cost(tokens: list[_Token], j: int) -> float:
+    return _BREAK_COST.get(_break_kind(tokens, j), _WORD_BREAK_COST)
+
+
+class _LineCounter:
+    """Fewest lines a word sequence needs, updated as words are prepended.
+
+    Filling lines greedily from the back is optimal; a word longer than a line sits
+    on a line of its own.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width, self.lines, self.cur = width, 0, 0.0
+
+    def prepend(self, text: str) -> int:
+        n = len(text)
+        if self.lines and n <= self.width and self.cur + 1 + n <= self.width:
+            self.cur += 1 + n
+        else:
+            self.lines += 1
+            self.cur = n if n <= self.width else math.inf
+        return self.lines
+
+
+def _partition(tokens: list[_Token], limits: _Limits) -> list[tuple[int, int]]:
+    """Cheapest split of ``tokens`` into cues, as ``(first, past_last)`` index pairs."""
+    n = len(tokens)
+    best = [0.0] + [math.inf] * n
+    back = [0] * (n + 1)
+    for j in range(1, n + 1):
+        counter = _LineCounter(limits.max_line_chars)
+        chars, inner = -1, 0.0
+        for i in range(j - 1, -1, -1):
+            tok = tokens[i]
+            if tok.speaker != tokens[j - 1].speaker:
+                break
+            if counter.prepend(tok.text) > limits.max_lines:
+                break
+            if i < j - 1:
+                if tokens[j - 1].end_ms - tok.start_ms > limits.max_cue_ms:
+                    break
+                inner += _inner_pause_cost(tok.end_ms, tokens[i + 1].start_ms)
+            chars += len(tok.text) + 1
+            cost = best[i] + _cue_cost(tokens, i, j, chars, limits) + inner
+            if cost < best[j]:
+                best[j], back[j] = cost, i
+        best[j] += _break_cost(tokens, j)
+    spans, j = [], n
+    while j > 0:
+        spans.append((back[j], j))
+        j = back[j]
+    return spans[::-1]
+
+
+def _inner_pause_cost(end_ms: int, next_start_ms: int) -> float:
+    gap = next_start_ms - end_ms
+    return _INNER_PAUSE_COST_PER_S * gap / 1000 if gap >= PAUSE_MS else 0.0
+
+
+def _cue_cost(tokens: list[_Token], i: int, j: int, chars: int, limits: _Limits) -> float:
+    """Fixed cost per cue, a little for fullness (favours even cues), more for speed."""
+    capacity = limits.max_line_chars * limits.max_lines
+    start = tokens[i].start_ms
+    room = _end_limit(tokens, j, limits)
+    available = max(min(room, start + limits.max_cue_ms) - start, 1)
+    overspeed = limits.needed_ms(chars) / available - 1
+    speed = min(_CPS_COST * max(overspeed, 0.0), _CPS_COST_CAP)
+    return _CUE_COST + (chars / capacity) ** 2 + speed
+
+
+def _end_limit(tokens: list[_Token], j: int, limits: _Limits) -> int:
+    """Latest end for a cue whose last token is ``j - 1``."""
+    if j >= len(tokens):
+        return limits.duration_ms
+    return min(tokens[j].start_ms - limits.min_gap_ms, limits.duration_ms)
+
+
+def _time_cues(tokens: list[_Token], spans: list[tuple[int, int]], limits: _Limits) -> list[Cue]:
+    """Cues for the chosen spans, ends extended for reading, never overlapping."""
+    cues: list[Cue] = []
+    for i, j in spans:
+        words = [t.text for t in tokens[i:j]]
+        start, words_end = tokens[i].start_ms, tokens[j - 1].end_ms
+        want = min(
+            max(limits.min_cue_ms, limits.needed_ms(len(" ".join(words)))), limits.max_cue_ms
+        )
+        end = max(words_end, min(start + want, _end_limit(tokens, j, limits)))
+        if end - start < limits.min_cue_ms:
+            earliest = cues[-1].end_ms + limits.min_gap_ms if cues else 0
+            start = min(start, max(earliest, end - limits.min_cue_ms))
+        text = wrap_lines(words, limits.max_line_chars)
+        cues.append(Cue(start, end, text, tokens[i].speaker))
+    return cues
+
+
+def wrap_lines(words: Sequence[str], max_line_chars: int = 42) -> str:
+    """Words on the fewest lines that fit, balanced: the longest line is minimised.
+
+    A word longer than ``max_line_chars`` gets a line of its own.
+    """
+    counter = _LineCounter(max_line_chars)
+    for w in reversed(words):
+        counter.prepend(w)
+    n_lines = max(counter.lines, 1)
+    cuts = _balanced_cuts(list(words), n_lines, max_line_chars)
+    return "\n".join(" ".join(words[a:b]) for a, b in itertools.pairwise(cuts))
+
+
+def _balanced_cuts(words: list[str], n_lines: int, width: int) -> list[int]:
+    """Line boundaries for ``n_lines`` valid lines minimising (longest line, bad breaks)."""
+    n = len(words)
+    prefix = [0, *itertools.accumulate(len(w) + 1 for w in words)]
+
+    def line_len(a: int, b: int) -> int:
+        return prefix[b] - prefix[a] - 1
+
+    def line_ok(a: int, b: int) -> bool:
+        return line_len(a, b) <= width or b - a == 1
+
+    inf = (math.inf, math.inf)
+    # best[k][p]: (longest line, bad breaks) putting words[:p] on k lines
+    best = [[inf] * (n + 1) for _ in range(n_lines + 1)]
+    back = [[0] * (n + 1) for _ in range(n_lines + 1)]
+    best[0][0] = (0, 0)
+    for k in range(1, n_lines + 1):
+        for p in range(1, n + 1):
+            for a in range(k - 1, p):
+                if best[k - 1][a] == inf or not line_ok(a, p):
+                    continue
+                bad = 0 if a == 0 or re.search(r"[^\w\s]$", words[a - 1]) else 1
+                prev = best[k - 1][a]
+                cand = (max(prev[0], line_len(a, p)), prev[1] + bad)
+                if cand < best[k][p]:
+                    best[k][p], back[k][p] = cand, a
+    cuts, p = [n], n
+    for k in range(n_lines, 0, -1):
+        p = back[k][p]
+        cuts.append(p)
+    return cuts[::-1]
+
+
+# --------------------------------------------------------------------------- writers
+
+
+@dataclass(frozen=True)
+class SidecarDoc:
+    """Everything the sidecar writers render for one recording."""
+
+    text: str
+    language: str
+    model: str
+    duration_ms: int
+    segments: tuple[Segment, ...] = ()
+    cues: tuple[Cue, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        text: str,
+        language: str,
+        model: str,
+        duration_ms: int,
+        segments: Sequence[Segment],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        **shape_options: Any,
+    ) -> SidecarDoc:
+        """A doc whose cues are shaped from ``segments`` by :func:`shape_cues`."""
+        cues = shape_cues(segments, duration_ms, **shape_options)
+        return cls(
+            text, language, model, duration_ms, tuple(segments), tuple(cues), dict(extra or {})
+        )
+
+
+class SubtitleWriter:
+    """Renders a :class:`SidecarDoc` as one format; subclasses override ``render``."""
+
+    extension: ClassVar[str] = ""
+
+    def render(self, doc: SidecarDoc) -> str:
+        raise NotImplementedError
+
+
+class SRTWriter(SubtitleWriter):
+    """SubRip, composed by the ``srt`` library; speakers as a ``NAME: `` prefix."""
+
+    extension = "srt"
+
+    def render(self, doc: SidecarDoc) -> str:
+        subs = [
+            srt.Subtitle(
+                index=k,
+                start=timedelta(milliseconds=cue.start_ms),
+                end=timedelta(milliseconds=cue.end_ms),
+                content=_with_prefix(cue),
+            )
+            for k, cue in enumerate(doc.cues, start=1)
+        ]
+        # reindex=False: srt's reindexing would silently drop zero-length cues.
+        return srt.compose(subs, reindex=False)
+
+
+def _with_prefix(cue: Cue) -> str:
+    return f"{cue.speaker}: {cue.text}" if cue.speaker is not None else cue.text
+
+
+class VTTWriter(SubtitleWriter):
+    """WebVTT; speakers as ``<v NAME>`` voice spans, text escaped."""
+
+    extension = "vtt"
+
+    def render(self, doc: SidecarDoc) -> str:
+        blocks = ["WEBVTT\n"]
+        for cue in doc.cues:
+            timing = f"{_vtt_time(cue.start_ms)} --> {_vtt_time(cue.end_ms)}"
+            blocks.append(f"{timing}\n{_vtt_payload(cue)}\n")
+        return "\n".join(blocks)
+
+
+def _vtt_time(ms: int) -> str:
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}"
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _vtt_payload(cue: Cue) -> str:
+    lines = [_vtt_escape(line) for line in cue.text.split("\n") if line.strip()] or ["\u00a0"]
+    if cue.speaker is not None:
+        name = " ".join(_vtt_escape(cue.speaker).split()) or "?"
+        lines[0] = f"<v {name}>{lines[0]}"
+    return "\n".join(lines)
+
+
+class TXTWriter(SubtitleWriter):
+    """Plain text: one paragraph per line, blank lines between, newline at the end.
+
+    Paragraphs follow the segments (new speaker, long pause, or a long paragraph
+    reaching a sentence end) when the segments hold the text; otherwise the text's own
+    blank lines, and long stretches are cut at sentence ends.
+    """
+
+    extension = "txt"
+
+    def render(self, doc: SidecarDoc) -> str:
+        paragraphs = [p for p in _paragraphs(doc) if p]
+        return "\n\n".join(paragraphs) + "\n" if paragraphs else ""
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _paragraphs(doc: SidecarDoc) -> list[str]:
+    seg_text = _normal(" ".join(s.text for s in doc.segments))
+    if seg_text and (not doc.text.strip() or seg_text == _normal(doc.text)):
+        return _segment_paragraphs(doc.segments)
+    return [p for block in re.split(r"\n\s*\n", doc.text) for p in _cut_long(block)]
+
+
+def _segment_paragraphs(segments: Sequence[Segment]) -> list[str]:
+    groups: list[list[Segment]] = []
+    for seg in segments:
+        if not seg.text.strip():
+            continue
+        last = groups[-1][-1] if groups else None
+        if (
+            last is None
+            or seg.speaker != last.speaker
+            or seg.start_ms - last.end_ms >= PARAGRAPH_PAUSE_MS
+        ):
+            groups.append([seg])
+        else:
+            groups[-1].append(seg)
+    out = []
+    for group in groups:
+        speaker = group[0].speaker
+        prefix = f"{speaker}: " if speaker is not None else ""
+        for k, para in enumerate(_cut_long(" ".join(s.text for s in group))):
+            out.append(prefix + para if k == 0 else para)
+    return out
+
+
+def _cut_long(text: str) -> list[str]:
+    """Whitespace-normalised ``text`` cut at sentence ends into ~PARAGRAPH_CHARS pieces."""
+    paragraphs, current, size = [], [], 0
+    for word in text.split():
+        current.append(word)
+        size += len(word) + 1
+        if size >= PARAGRAPH_CHARS and _SENTENCE_END.search(word):
+            paragraphs.append(" ".join(current))
+            current, size = [], 0
+    if current:
+        paragraphs.append(" ".join(current))
+    return paragraphs
+
+
+class JSONWriter(SubtitleWriter):
+    """The whole transcript as JSON; times in seconds (3 decimals), ``extra`` merged in."""
+
+    extension = "json"
+
+    def render(self, doc: SidecarDoc) -> str:
+        segments = [_segment_json(s) for s in doc.segments]
+        data: dict[str, Any] = {
+            "text": doc.text,
+            "language": doc.language,
+            "model": doc.model,
+            "duration_s": _seconds(doc.duration_ms),
+            "segments": segments,
+            "words": [w for s in segments for w in s["words"]],
+        }
+        data.update({k: v for k, v in doc.extra.items() if k not in data})
+        return json.dumps(data, ensure_ascii=False, default=str) + "\n"
+
+
+def _seconds(ms: int) -> float:
+    return round(ms / 1000, 3)
+
+
+def _segment_json(seg: Segment) -> dict[str, Any]:
+    return {
+        "start": _seconds(seg.start_ms),
+        "end": _seconds(seg.end_ms),
+        "text": seg.text.strip(),
+        "speaker": seg.speaker,
+        "confidence": seg.confidence,
+        "words": [_word_json(w, seg.speaker) for w in seg.words],
+    }
+
+
+def _word_json(w: Word, default_speaker: str | None) -> dict[str, Any]:
+    return {
+        "start": _seconds(w.start_ms),
+        "end": _seconds(w.end_ms),
+        "word": w.word.strip(),
+        "confidence": w.confidence,
+        "speaker": w.speaker if w.speaker is not None else default_speaker,
+    }
+
+
+WRITERS: dict[str, type[SubtitleWriter]] = {
+    "srt": SRTWriter,
+    "vtt": VTTWriter,
+    "txt": TXTWriter,
+    "json": JSONWriter,
+}
+
+
+def get_writer(fmt: str) -> SubtitleWriter:
+    """The writer for ``fmt`` (``"srt"``, ``".vtt"``, ``"TXT"`` …)."""
+    key = fmt.lower().lstrip(".")
+    try:
+        return WRITERS[key]()
+    except KeyError:
+        known = ", ".join(sorted(WRITERS))
+        raise ValueError(f"unknown sidecar format {fmt!r}; known: {known}") from None
+
+
+def render_sidecars(doc: SidecarDoc, formats: Iterable[str]) -> dict[str, str]:
+    """Each requested format rendered: ``{fmt: text}``."""
+    return {fmt: get_writer(fmt).render(doc) for fmt in formats}
+
+
+def sidecar_name(stem: str, language: str, fmt: str) -> str:
+    """``movie.en.srt``: the name media servers pick up next to ``movie.mkv``."""
+    return f"{stem}.{language or 'und'}.{fmt.lower().lstrip('.')}"

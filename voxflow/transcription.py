@@ -1,0 +1,729 @@
+"""The transcription job in plain Python (no Prefect): plan a run, transcribe one recording,
+finish the run. ``flows/transcribe.py`` orchestrates these; tests call them directly.
+
+plan_run:  scan → hash (cached by size+mtime) → skip what the catalog has done with the same
+           content, model and options; restore sidecars of moved files from the catalog.
+transcribe_recording: probe → stream to 16 kHz mono WAV + pauses → plan chunks at pauses →
+           transcribe chunks concurrently under the run's request limit (checkpointed) →
+           stitch → shape cues → write sidecars → one catalog row.
+finish_run: flush the catalog, save caches, write ``runs/<run_id>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from voxflow import media, progress
+from voxflow.catalog import CatalogIndex, CatalogWriter, DoneRecord, load_transcript
+from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
+from voxflow.errors import (
+    AudioError,
+    RequestRejected,
+    RunAbort,
+    SourceError,
+    VoxflowError,
+)
+from voxflow.limits import Budget, RequestLimiter
+from voxflow.models import (
+    AudioChunk,
+    PreparedAudio,
+    Recording,
+    RecordingResult,
+    Segment,
+    Span,
+    Transcript,
+    Word,
+)
+from voxflow.settings import Settings
+from voxflow.sources import HashCache, OutputTree, new_run_id, resolve, scan, write_local_atomic
+from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_name
+
+MIN_SPLIT_MS = 2_000  # a 413 never splits a chunk below this
+LANGUAGE_NAMES = {
+    "english": "en",
+    "german": "de",
+    "french": "fr",
+    "spanish": "es",
+    "italian": "it",
+    "portuguese": "pt",
+    "dutch": "nl",
+    "russian": "ru",
+    "chinese": "zh",
+    "japanese": "ja",
+    "korean": "ko",
+    "arabic": "ar",
+    "hindi": "hi",
+    "polish": "pl",
+    "turkish": "tr",
+    "swedish": "sv",
+    "danish": "da",
+    "norwegian": "no",
+    "finnish": "fi",
+    "czech": "cs",
+    "greek": "el",
+    "hebrew": "he",
+    "ukrainian": "uk",
+    "vietnamese": "vi",
+    "indonesian": "id",
+}
+_RUNS: dict[str, RunContext] = {}
+
+
+def language_code(value: str | None) -> str:
+    """ISO-639-1 code for an engine's language ('en', 'english', 'en-US'); 'und' if unknown."""
+    if not value:
+        return "und"
+    value = value.strip().lower()
+    if value in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[value]
+    head = value.replace("_", "-").split("-")[0]
+    return head if len(head) == 2 and head.isalpha() else "und"
+
+
+def transcribe_options(settings: Settings) -> TranscribeOptions:
+    return TranscribeOptions(
+        model=settings.transcription_model,
+        language=settings.language,
+        temperature=settings.temperature,
+        diarize=settings.diarize,
+        keyterms=settings.keyterms,
+    )
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided before any engine is touched."""
+
+    source: str
+    settings: Settings
+    options_hash: str
+    todo: list[Recording] = field(default_factory=list)
+    skipped: list[Recording] = field(default_factory=list)
+    restore: list[tuple[Recording, DoneRecord]] = field(default_factory=list)
+    failed: list[RecordingResult] = field(default_factory=list)
+    unsettled: list[Recording] = field(default_factory=list)
+    stems: dict[str, str] = field(default_factory=dict)
+    ignored: int = 0
+    found: int = 0
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.todo)
+
+
+def plan_run(source: str, settings: Settings) -> RunPlan:
+    """Scan ``source`` and sort recordings into todo / skip / restore / failed."""
+    out = OutputTree(settings.out)
+    scanned = scan(source, exclude=settings.out, settle_seconds=settings.settle_seconds)
+    options = transcribe_options(settings)
+    plan = RunPlan(source, settings, options.digest(), ignored=scanned.ignored)
+    plan.found = len(scanned.recordings)
+    plan.stems = sidecar_stems(scanned.recordings)
+    cache = HashCache(out.state_dir() / "hashes.json")
+    index = CatalogIndex.load(out)
+    existing = _existing_outputs(settings, out, source)
+    now = time.time()
+    for rec in scanned.recordings:
+        if settings.settle_seconds and now - rec.mtime < settings.settle_seconds:
+            plan.unsettled.append(rec)
+            continue
+        try:
+            rec = cache.hashed(rec)
+        except SourceError as exc:
+            plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
+            continue
+        if not _mine(rec, settings.shard):
+            continue
+        done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
+        if done is None:
+            plan.todo.append(rec)
+        elif all(p in existing for p in _sidecar_paths(rec, done.language, plan, settings)):
+            plan.skipped.append(rec)
+        else:
+            plan.restore.append((rec, done))
+    cache.save()
+    return plan
+
+
+def _mine(rec: Recording, shard: str | None) -> bool:
+    """True when this worker's shard ("i/n") owns the recording (by content hash)."""
+    if not shard:
+        return True
+    index, count = (int(x) for x in shard.split("/"))
+    return int(rec.recording_id[:12], 16) % count == index
+
+
+def sidecar_stems(recordings: tuple[Recording, ...]) -> dict[str, str]:
+    """Sidecar stem per rel_path: the file stem, or the full name when two files share it."""
+    counts = Counter((r.rel_dir, r.stem) for r in recordings)
+    return {
+        r.rel_path: r.stem if counts[(r.rel_dir, r.stem)] == 1 else r.rel_path.rsplit("/", 1)[-1]
+        for r in recordings
+    }
+
+
+def _sidecar_tree(rec: Recording, settings: Settings) -> tuple[OutputTree, str]:
+    """(tree, folder within it) where ``rec``'s sidecars go."""
+    if settings.beside_source:
+        return OutputTree(rec.uri.rsplit("/", 1)[0]), ""
+    return OutputTree(settings.out), rec.rel_dir
+
+
+def _sidecar_paths(rec: Recording, language: str, plan: RunPlan, settings: Settings) -> list[str]:
+    tree, folder = _sidecar_tree(rec, settings)
+    stem = plan.stems.get(rec.rel_path, rec.stem)
+    names = [sidecar_name(stem, language, fmt) for fmt in settings.formats]
+    return [tree.path(f"{folder}/{n}" if folder else n) for n in names]
+
+
+def _existing_outputs(settings: Settings, out: OutputTree, source: str) -> set[str]:
+    """Every file under the output tree (or the source, beside-source), listed once."""
+    fs, root = resolve(source) if settings.beside_source else (out.fs, out.root)
+    try:
+        return set(fs.find(root)) if fs.exists(root) else set()
+    except OSError:
+        return set()
+
+
+# --- the run context ------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """Everything the recordings of one run share (engine, limits, catalog writer)."""
+
+    run_id: str
+    plan: RunPlan
+    settings: Settings
+    out: OutputTree
+    options: TranscribeOptions
+    engine: Transcriber
+    limiter: RequestLimiter
+    budget: Budget
+    catalog: CatalogWriter
+    started_at: float = field(default_factory=time.time)
+    aborted: RunAbort | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out.state_dir() / "chunks"
+
+
+def open_run(
+    plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None
+) -> RunContext:
+    """Build the run's shared state and register it under its id (tasks look it up)."""
+    settings = plan.settings
+    run_id = run_id or new_run_id()
+    limiter = RequestLimiter(settings.concurrency)
+    engine = engine or get_transcriber(settings)
+    if hasattr(engine, "limiter"):
+        engine.limiter = limiter  # type: ignore[attr-defined]
+    out = OutputTree(settings.out)
+    ctx = RunContext(
+        run_id=run_id,
+        plan=plan,
+        settings=settings,
+        out=out,
+        options=transcribe_options(settings),
+        engine=engine,
+        limiter=limiter,
+        budget=Budget(settings.budget_usd),
+        catalog=CatalogWriter(out, run_id, writer=_writer_name(settings)),
+    )
+    _RUNS[run_id] = ctx
+    return ctx
+
+
+def _writer_name(settings: Settings) -> str:
+    return "s" + settings.shard.replace("/", "of") if settings.shard else "w0"
+
+
+def get_run(run_id: str) -> RunContext:
+    return _RUNS[run_id]
+
+
+# --- one recording --------------------------------------------------------------------
+
+
+def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
+    """Transcribe one recording and write its sidecars and catalog rows (never raises,
+    except RunAbort, which stops the run)."""
+    started = time.time()
+    progress.emit("started", recording=rec.rel_path)
+    if ctx.aborted:
+        return _record(
+            ctx, _failed(rec, ctx.aborted, ctx.plan, ctx.options.model, started, "not started: ")
+        )
+    try:
+        result = _transcribe(rec, ctx, started)
+    except RunAbort as exc:
+        ctx.aborted = ctx.aborted or exc
+        raise
+    except VoxflowError as exc:
+        result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
+    except Exception as exc:  # a bug or an infrastructure fault: still one clear row
+        result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
+    return _record(ctx, result)
+
+
+def _record(ctx: RunContext, result: RecordingResult) -> RecordingResult:
+    ctx.catalog.add_result(result)
+    progress.emit("finished", result=result)
+    return result
+
+
+def _failed(
+    rec: Recording,
+    exc: BaseException,
+    plan: RunPlan,
+    model: str,
+    started: float = 0.0,
+    prefix: str = "",
+) -> RecordingResult:
+    kind = exc.kind if isinstance(exc, VoxflowError) else type(exc).__name__
+    return RecordingResult(
+        recording=rec,
+        status="failed",
+        model=model,
+        options_hash=plan.options_hash,
+        error_kind=kind,
+        error_message=f"{rec.rel_path}: {prefix}{exc}",
+        started_at=started or time.time(),
+        finished_at=time.time(),
+    )
+
+
+def _transcribe(rec: Recording, ctx: RunContext, started: float) -> RecordingResult:
+    from voxflow.sources import local_copy
+
+    suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
+    with (
+        local_copy(rec.uri, suffix=suffix) as path,
+        tempfile.TemporaryDirectory(prefix="voxflow-") as tmp,
+    ):
+        info = media.probe(path)
+        prepared = media.prepare_audio(
+            path,
+            str(Path(tmp) / "audio.wav"),
+            silence_db=ctx.settings.silence_db,
+            min_silence_s=ctx.settings.min_silence_s,
+            expected_ms=info.duration_ms,
+        )
+        transcript, stats = asyncio.run(transcribe_prepared(prepared, rec, ctx))
+    warnings = [w for w in (prepared.decode_warning, stats.note) if w]
+    outputs = write_sidecars(rec, transcript, prepared.duration_ms, ctx.plan, ctx.settings)
+    return RecordingResult(
+        recording=rec,
+        status="done",
+        model=ctx.options.model,
+        options_hash=ctx.plan.options_hash,
+        duration_ms=prepared.duration_ms,
+        language=language_code(transcript.language),
+        text=transcript.text,
+        segments=transcript.segments,
+        n_chunks=stats.chunks,
+        attempts=stats.requests,
+        cost_usd=transcript.cost_usd,
+        started_at=started,
+        finished_at=time.time(),
+        outputs=tuple(outputs),
+        warnings=tuple(warnings),
+        truncated=prepared.truncated,
+    )
+
+
+@dataclass
+class ChunkStats:
+    chunks: int = 0
+    requests: int = 0
+    note: str = ""
+
+
+async def transcribe_prepared(
+    prepared: PreparedAudio, rec: Recording, ctx: RunContext
+) -> tuple[Transcript, ChunkStats]:
+    """Transcribe a prepared recording chunk by chunk, concurrently, and stitch the parts."""
+    stats = ChunkStats()
+    if prepared.peak_db < media.SILENT_PEAK_DB:
+        stats.note = f"no speech: the recording is silent (peak {prepared.peak_db:.0f} dB)"
+        return Transcript(text="", language=ctx.settings.language or "und"), stats
+    max_ms = round(min(ctx.settings.max_chunk_s, ctx.engine.max_chunk_s) * 1000)
+    spans = media.plan_chunks(
+        prepared.duration_ms,
+        prepared.silences,
+        max_ms,
+        quietest=lambda w: media.quietest_point(prepared.wav_path, w),
+    )
+    speech = [s for s in spans if not _all_silence(s, prepared.silences)]
+    stats.chunks = len(spans)
+    checkpoints = ChunkCheckpoints(ctx.checkpoint_dir / rec.recording_id / ctx.plan.options_hash)
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats))
+            for span in speech
+        ]
+    parts = [t.result() for t in tasks]
+    transcript = stitch(parts, ctx.settings.language)
+    checkpoints.clear()
+    return transcript, stats
+
+
+def _all_silence(span: Span, silences: tuple[Span, ...]) -> bool:
+    return any(s.start_ms <= span.start_ms and span.end_ms <= s.end_ms for s in silences)
+
+
+async def _transcribe_span(
+    span: Span,
+    prepared: PreparedAudio,
+    ctx: RunContext,
+    checkpoints: ChunkCheckpoints,
+    stats: ChunkStats,
+) -> Transcript:
+    """One chunk (from its checkpoint if an earlier run got it); 413 splits it in two."""
+    saved = checkpoints.load(span)
+    if saved is not None:
+        return saved
+    try:
+        async with ctx.limiter.slot():
+            ctx.budget.check(_estimate(ctx.engine, span))
+            chunk = _encode(span, prepared, ctx.engine)
+            stats.requests += 1
+            part = await ctx.engine.transcribe(chunk, ctx.options)
+            ctx.budget.add(part.cost_usd)
+    except RequestRejected as exc:
+        if exc.status != 413 or span.duration_ms < 2 * MIN_SPLIT_MS:
+            raise
+        return await _split_and_transcribe(span, prepared, ctx, checkpoints, stats)
+    part = _clamped(part.shifted(span.start_ms), span)
+    checkpoints.save(span, part)
+    return part
+
+
+async def _split_and_transcribe(
+    span: Span,
+    prepared: PreparedAudio,
+    ctx: RunContext,
+    checkpoints: ChunkCheckpoints,
+    stats: ChunkStats,
+) -> Transcript:
+    middle = Span(span.start_ms + span.duration_ms // 4, span.end_ms - span.duration_ms // 4)
+    cut = media.quietest_point(prepared.wav_path, middle)
+    halves = [Span(span.start_ms, cut), Span(cut, span.end_ms)]
+    parts = [await _transcribe_span(h, prepared, ctx, checkpoints, stats) for h in halves]
+    return stitch(parts, ctx.settings.language)
+
+
+def _estimate(engine: Transcriber, span: Span) -> float:
+    estimate = getattr(engine, "estimate_cost", None)
+    return float(estimate(span.duration_ms)) if estimate else 0.0
+
+
+def _encode(span: Span, prepared: PreparedAudio, engine: Transcriber) -> AudioChunk:
+    pcm = media.read_pcm(prepared.wav_path, span)
+    data = media.encode_pcm(pcm, engine.upload_format)
+    limit = getattr(engine, "max_body_bytes", None)
+    if limit and len(data) * 4 // 3 + 4096 > limit:
+        raise RequestRejected(f"chunk of {span.duration_ms / 1000:.0f} s is too large", status=413)
+    return AudioChunk(
+        index=0,
+        offset_ms=span.start_ms,
+        duration_ms=span.duration_ms,
+        data=data,
+        format=engine.upload_format,
+    )
+
+
+def _clamped(part: Transcript, span: Span) -> Transcript:
+    """Keep an engine's times inside the chunk it was given."""
+
+    def clamp(ms: int) -> int:
+        return min(max(ms, span.start_ms), span.end_ms)
+
+    segments = tuple(
+        Segment(
+            clamp(s.start_ms),
+            max(clamp(s.end_ms), clamp(s.start_ms)),
+            s.text,
+            tuple(
+                Word(
+                    clamp(w.start_ms),
+                    max(clamp(w.end_ms), clamp(w.start_ms)),
+                    w.word,
+                    w.confidence,
+                    w.speaker,
+                )
+                for w in s.words
+            ),
+            s.speaker,
+            s.confidence,
+        )
+        for s in part.segments
+    )
+    if not segments and part.text.strip():  # text only: one segment over the chunk for now
+        segments = (Segment(span.start_ms, span.end_ms, part.text.strip()),)
+    return replace(part, segments=segments)
+
+
+def stitch(parts: list[Transcript], language_hint: str | None = None) -> Transcript:
+    """Join chunk transcripts (already on the recording's clock) in order."""
+    segments = tuple(s for p in parts for s in p.segments)
+    heard = Counter()
+    for p in parts:
+        heard[language_code(p.language)] += sum(s.end_ms - s.start_ms for s in p.segments) or 1
+    heard.pop("und", None)
+    language = heard.most_common(1)[0][0] if heard else language_code(language_hint)
+    return Transcript(
+        text=" ".join(p.text.strip() for p in parts if p.text.strip()),
+        language=language,
+        segments=segments,
+        cost_usd=sum(p.cost_usd for p in parts),
+        timed=all(p.timed for p in parts),
+    )
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+class ChunkCheckpoints:
+    """One JSON file per finished chunk, so a killed run resends only what never came back."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _file(self, span: Span) -> Path:
+        return self.folder / f"{span.start_ms}-{span.end_ms}.json"
+
+    def load(self, span: Span) -> Transcript | None:
+        try:
+            return transcript_from_dict(json.loads(self._file(span).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, span: Span, part: Transcript) -> None:
+        write_local_atomic(self._file(span), json.dumps(asdict(part)).encode())
+
+    def clear(self) -> None:
+        if self.folder.exists():
+            for f in self.folder.glob("*.json"):
+                f.unlink(missing_ok=True)
+            for d in (self.folder, self.folder.parent):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def transcript_from_dict(data: dict[str, Any]) -> Transcript:
+    segments = tuple(
+        Segment(
+            s["start_ms"],
+            s["end_ms"],
+            s["text"],
+            tuple(Word(**w) for w in s["words"]),
+            s["speaker"],
+            s["confidence"],
+        )
+        for s in data["segments"]
+    )
+    return Transcript(data["text"], data["language"], segments, data["cost_usd"], data["timed"])
+
+
+# --- outputs --------------------------------------------------------------------------
+
+
+def write_sidecars(
+    rec: Recording, transcript: Transcript, duration_ms: int, plan: RunPlan, settings: Settings
+) -> list[str]:
+    """Write the subtitle/transcript sidecars of one recording; returns their URIs."""
+    language = language_code(transcript.language)
+    cues = shape_cues(transcript.segments, duration_ms)
+    doc = SidecarDoc(
+        text=transcript.text,
+        language=language,
+        model=settings.transcription_model,
+        duration_ms=duration_ms,
+        segments=transcript.segments,
+        cues=tuple(cues),
+        extra={"source": rec.rel_path, "recording_id": rec.recording_id},
+    )
+    tree, folder = _sidecar_tree(rec, settings)
+    stem = plan.stems.get(rec.rel_path, rec.stem)
+    written = []
+    for fmt, text in render_sidecars(doc, settings.formats).items():
+        name = sidecar_name(stem, language, fmt)
+        written.append(tree.write_text(f"{folder}/{name}" if folder else name, text))
+    return written
+
+
+def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> RecordingResult:
+    """Write the sidecars of an already-transcribed recording (moved, renamed, or sidecars
+    deleted) from the catalog, without the engine; copies its rows under this run."""
+    started = time.time()
+    try:
+        transcript = load_transcript(ctx.out, done)
+        outputs = write_sidecars(
+            rec, transcript, round(done.duration_s * 1000), ctx.plan, ctx.settings
+        )
+    except VoxflowError as exc:
+        return _record(ctx, _failed(rec, exc, ctx.plan, done.model, started))
+    result = RecordingResult(
+        recording=rec,
+        status="done",
+        model=done.model,
+        options_hash=done.options_hash,
+        duration_ms=round(done.duration_s * 1000),
+        language=done.language,
+        text=transcript.text,
+        segments=transcript.segments,
+        started_at=started,
+        finished_at=time.time(),
+        outputs=tuple(outputs),
+        warnings=(
+            f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",
+        ),
+    )
+    return _record(ctx, result)
+
+
+# --- finishing ------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    done: int
+    failed: int
+    skipped: int
+    restored: int
+    not_started: int
+    unsettled: int
+    ignored: int
+    audio_s: float
+    cost_usd: float
+    wall_s: float
+    aborted: str | None
+    failures: list[dict[str, str]]
+    manifest: str
+    exit_code: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
+    """Flush the catalog, write the run manifest, and say how the run went."""
+    plan = ctx.plan
+    for failure in plan.failed:
+        ctx.catalog.add_result(failure)
+    ctx.catalog.flush()
+    everything = [*plan.failed, *results]
+    failed = [r for r in everything if r.status == "failed"]
+    not_started = [r for r in failed if r.error_message and ": not started: " in r.error_message]
+    done_ids = {r.recording.rel_path for r in everything if r.status == "done"}
+    undone = [r.rel_path for r in plan.todo if r.rel_path not in done_ids]
+    aborted = f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None
+    exit_code = 3 if ctx.aborted else (1 if failed else 0)
+    manifest = {
+        "run_id": ctx.run_id,
+        "source": plan.source,
+        "settings": ctx.settings.public_dict(),
+        "model": ctx.options.model,
+        "options_hash": plan.options_hash,
+        "started_at": ctx.started_at,
+        "finished_at": time.time(),
+        "counts": {
+            "found": plan.found,
+            "done": sum(r.status == "done" for r in results) - len(plan.restore),
+            "restored": len(plan.restore),
+            "skipped": len(plan.skipped),
+            "failed": len(failed),
+            "unsettled": len(plan.unsettled),
+            "ignored": plan.ignored,
+        },
+        "audio_s": sum(r.duration_ms for r in results) / 1000,
+        "cost_usd": round(sum(r.cost_usd for r in results), 6),
+        "aborted": aborted,
+        "left_undone": undone if ctx.aborted else [],
+        "errors": [
+            {"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message}
+            for r in failed
+        ],
+        "unsettled": [r.rel_path for r in plan.unsettled],
+        "skipped": [r.rel_path for r in plan.skipped],
+        "catalog_parts": ctx.catalog.written,
+    }
+    manifest_uri = ctx.out.write_text(
+        f"runs/{ctx.run_id}.json", json.dumps(manifest, indent=2, default=str)
+    )
+    _RUNS.pop(ctx.run_id, None)
+    return RunSummary(
+        run_id=ctx.run_id,
+        done=manifest["counts"]["done"],
+        failed=len(failed),
+        skipped=len(plan.skipped),
+        restored=len(plan.restore),
+        not_started=len(not_started),
+        unsettled=len(plan.unsettled),
+        ignored=plan.ignored,
+        audio_s=manifest["audio_s"],
+        cost_usd=manifest["cost_usd"],
+        wall_s=round(time.time() - ctx.started_at, 3),
+        aborted=aborted,
+        failures=manifest["errors"],
+        manifest=manifest_uri,
+        exit_code=exit_code,
+    )
+
+
+def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
+    """Run a plan without Prefect, one recording after another (no-op runs, tests)."""
+    ctx = open_run(plan, run_id, engine=_engine_if_needed(plan))
+    results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
+    for rec in plan.todo:
+        try:
+            results.append(transcribe_recording(rec, ctx))
+        except RunAbort:
+            continue
+    return finish_run(ctx, results)
+
+
+def _engine_if_needed(plan: RunPlan) -> Transcriber | None:
+    """No engine is built (no model loaded, no key checked) for a run with nothing to send."""
+    return None if plan.todo else _NullEngine(plan.settings.transcription_model)
+
+
+class _NullEngine:
+    upload_format = "pcm"
+    max_chunk_s = 600.0
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    async def transcribe(self, chunk: AudioChunk, options: TranscribeOptions) -> Transcript:
+        raise AudioError("no engine in a run without work")
+
+
+__all__ = [
+    "RunContext",
+    "RunPlan",
+    "RunSummary",
+    "finish_run",
+    "get_run",
+    "is_local",
+    "open_run",
+    "plan_run",
+    "restore_recording",
+    "run_inline",
+    "transcribe_recording",
+]
