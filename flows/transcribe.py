@@ -20,9 +20,7 @@ from voxflow.transcription import RunPlan, finish_run, open_run, plan_run
 
 
 @flow(name="transcribe", task_runner=ThreadPoolTaskRunner(max_workers=10), log_prints=True)
-def transcribe_flow(
-    source: str, out: str = "voxflow-out", options: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def transcribe_flow(source: str, out: str = "voxflow-out", options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Transcribe every new recording under ``source`` into ``out``.
 
     ``options`` are voxflow settings (model, language, formats, concurrency, force, …); the API

@@ -70,9 +70,26 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "empty.wav").write_bytes(b"")
     (folder / "corrupt.flac").write_bytes(b"fLaC" + os.urandom(4000))
     (folder / "notes.mp3").write_text("This is a text file that only pretends to be an MP3.\n" * 20)
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=r=16000:a=0.0005:c=pink", "-t", "6", str(folder / "silent.wav"))
-    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=160x120:r=5:d=3", "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", str(folder / "no audio.mp4"))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=r=16000:a=0.0005:c=pink",
+        "-t",
+        "6",
+        str(folder / "silent.wav"),
+    )
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=160x120:r=5:d=3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(folder / "no audio.mp4"),
+    )
     shutil.copy(SAMPLES / "spk1_snt1.wav", folder / "Réunion d’équipe 2024.wav")
     locked = folder / "locked.wav"
     shutil.copy(SAMPLES / "spk1_snt3.wav", locked)

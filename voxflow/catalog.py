@@ -213,9 +213,7 @@ def to_parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     return buffer.getvalue()
 
 
-def read_table(
-    out: OutputTree, table: str, columns: list[str] | None = None, filter: Any = None
-) -> pa.Table:
+def read_table(out: OutputTree, table: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
     """All part files of ``table`` (empty table with the schema when there are none)."""
     files = out.glob(f"catalog/{table}/*.parquet")
     schema = SCHEMAS[table]
@@ -263,9 +261,7 @@ class CatalogIndex:
         ]
         table = read_table(out, "transcripts", columns, filter=ds.field("status") == "done")
         done: dict[tuple[str, str], DoneRecord] = {}
-        rows = sorted(
-            table.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC)
-        )
+        rows = sorted(table.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
         for row in rows:
             key = (row["recording_id"], row["options_hash"])
             done[key] = DoneRecord(
@@ -307,3 +303,30 @@ def load_transcript(out: OutputTree, record: DoneRecord) -> Transcript:
         for s in segs
     )
     return Transcript(text=record.text, language=record.language, segments=segments)
+
+
+# --- narration: extra `narrations` columns (added by the narration flow) ------------------
+# The columns of design §4 come first (above); these follow them. Older part files without
+# them read back as nulls.
+
+NARRATION_EXTRA_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("rel_path", pa.string()),
+    ("book_title", pa.string()),
+    ("author", pa.string()),
+    ("start_s", pa.float64()),  # where the chapter starts in output_uri
+    ("n_chunks", pa.int32()),
+    ("chunks_synthesised", pa.int32()),  # in this run; the rest came from the chunk cache
+    ("mastering_passed", pa.bool_()),  # every ACX rule passed on the encoded file
+    ("outputs", pa.list_(pa.string())),  # every file of the book (MP3s, M3U, VTT, M4B …)
+    ("started_at", _ts),
+)
+SCHEMAS["narrations"] = pa.schema(
+    [
+        *SCHEMAS["narrations"],
+        *(
+            pa.field(name, kind)
+            for name, kind in NARRATION_EXTRA_COLUMNS
+            if SCHEMAS["narrations"].get_field_index(name) < 0
+        ),
+    ]
+)

@@ -28,13 +28,9 @@ console = Console(stderr=True)
 out_console = Console()
 
 OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output folder or bucket URL.")]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="Model id (local/… or an OpenRouter id).")
-]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model id (local/… or an OpenRouter id).")]
 ConcurrencyOpt = Annotated[int | None, typer.Option(help="Engine requests in flight (whole run).")]
-BudgetOpt = Annotated[
-    float | None, typer.Option("--budget-usd", help="Stop starting work past this cost.")
-]
+BudgetOpt = Annotated[float | None, typer.Option("--budget-usd", help="Stop starting work past this cost.")]
 
 
 def _prefect_defaults() -> None:
@@ -73,20 +69,14 @@ def transcribe(
     force: Annotated[bool, typer.Option("--force", help="Redo recordings already done.")] = False,
     beside_source: Annotated[
         bool,
-        typer.Option(
-            "--beside-source", help="Write sidecars next to each recording (media-library mode)."
-        ),
+        typer.Option("--beside-source", help="Write sidecars next to each recording (media-library mode)."),
     ] = False,
     settle_seconds: Annotated[
         float | None, typer.Option(help="Leave files changed this recently for the next run.")
     ] = None,
-    diarize: Annotated[
-        bool, typer.Option("--diarize", help="Speaker labels (models that support it).")
-    ] = False,
+    diarize: Annotated[bool, typer.Option("--diarize", help="Speaker labels (models that support it).")] = False,
     keyterms: Annotated[str | None, typer.Option(help="Comma-separated vocabulary hints.")] = None,
-    shard: Annotated[
-        str | None, typer.Option(help="i/n: this worker's share of the recordings.")
-    ] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: this worker's share of the recordings.")] = None,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = _settings(
@@ -141,9 +131,7 @@ def run_transcribe(source: str, settings: Settings) -> int:
     return int(summary["exit_code"])
 
 
-def _validate_model(
-    settings: Settings, kind: str = "transcription", voice: str | None = None
-) -> None:
+def _validate_model(settings: Settings, kind: str = "transcription", voice: str | None = None) -> None:
     """Check an OpenRouter model (and voice) against GET /models before a batch starts."""
     model = settings.transcription_model if kind == "transcription" else settings.speech_model
     if model.startswith("local/"):
@@ -161,9 +149,7 @@ def _run_flow(source: str, settings: Settings, total: int) -> dict[str, Any]:
 
     from flows.transcribe import transcribe_flow
 
-    flow = transcribe_flow.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=settings.recording_workers)
-    )
+    flow = transcribe_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.recording_workers))
     options = settings.public_dict()
     options.pop("out")
     with _progress(total) as listener:
@@ -182,9 +168,7 @@ class _progress:
             TextColumn("[bold]transcribing"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn(
-                "{task.fields[audio]} audio · ${task.fields[cost]:.4f} · {task.fields[last]}"
-            ),
+            TextColumn("{task.fields[audio]} audio · ${task.fields[cost]:.4f} · {task.fields[last]}"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
@@ -244,9 +228,7 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
     if summary.get("aborted"):
         console.print(f"[red]aborted:[/] {summary['aborted']}")
     where = "beside each recording" if settings.beside_source else settings.out
-    console.print(
-        f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}"
-    )
+    console.print(f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}")
 
 
 @app.command()
@@ -254,12 +236,8 @@ def narrate(
     source: Annotated[str, typer.Argument(help="Folder, file or bucket URL of .txt/.md/.epub.")],
     out: OutOpt = None,
     model: ModelOpt = None,
-    voice: Annotated[
-        str | None, typer.Option(help="Voice id (see `voxflow voices MODEL`).")
-    ] = None,
-    instructions: Annotated[
-        str | None, typer.Option(help="Tone/pacing (models that take it).")
-    ] = None,
+    voice: Annotated[str | None, typer.Option(help="Voice id (see `voxflow voices MODEL`).")] = None,
+    instructions: Annotated[str | None, typer.Option(help="Tone/pacing (models that take it).")] = None,
     speed: Annotated[float | None, typer.Option(help="Speaking speed, 1.0 = normal.")] = None,
     per_chapter: Annotated[
         bool,
@@ -271,9 +249,7 @@ def narrate(
     fmt: Annotated[str, typer.Option("--format", help="mp3 or m4b.")] = "mp3",
     concurrency: ConcurrencyOpt = None,
     budget_usd: BudgetOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the plan and estimated cost only.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and estimated cost only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-render books already done.")] = False,
 ) -> None:
     """Narrate every document under SOURCE into MP3 audiobooks."""
@@ -351,9 +327,7 @@ def _remote_models(settings: Settings, kind: str) -> list[dict[str, Any]]:
 def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> None:
     """List the voices a speech model supports."""
     if model.startswith("local/"):
-        out_console.print(
-            "local voices: local/en_US-joe-medium (bundled), or local/<path to a Piper .onnx>"
-        )
+        out_console.print("local voices: local/en_US-joe-medium (bundled), or local/<path to a Piper .onnx>")
         return
     settings = _settings()
     if not settings.openrouter.has_key:

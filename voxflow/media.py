@@ -78,9 +78,7 @@ def tool(name: str) -> str:
     folder = os.environ.get("VOXFLOW_FFMPEG_DIR")
     found = shutil.which(name, path=folder) if folder else shutil.which(name)
     if not found:
-        raise ConfigError(
-            f"{name} not found: install ffmpeg (make setup) or set VOXFLOW_FFMPEG_DIR"
-        )
+        raise ConfigError(f"{name} not found: install ffmpeg (make setup) or set VOXFLOW_FFMPEG_DIR")
     return found
 
 
@@ -124,11 +122,7 @@ def probe(path: str) -> MediaInfo:
     data = _ffprobe_json(path)
     streams = data.get("streams", [])
     audio = [s for s in streams if s.get("codec_type") == "audio"]
-    video = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-    ]
+    video = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
     if not audio:
         what = "video file has no audio stream" if video else "no audio stream found"
         raise AudioError(f"{what}: nothing to transcribe")
@@ -288,9 +282,7 @@ def read_pcm(wav_path: str, span: Span) -> bytes:
         return wav.readframes(span.end_ms * rate // 1000 - first)
 
 
-def encode_pcm(
-    pcm: bytes, fmt: str, *, sample_rate: int = SAMPLE_RATE, bitrate: str = "32k"
-) -> bytes:
+def encode_pcm(pcm: bytes, fmt: str, *, sample_rate: int = SAMPLE_RATE, bitrate: str = "32k") -> bytes:
     """Encode mono s16le PCM as flac, mp3, ogg (opus), or wav through an ffmpeg pipe."""
     if fmt == "pcm":
         return pcm
@@ -343,3 +335,137 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+# --- narration: assembly and mastering --------------------------------------------------
+# Used by voxflow.audiobook: measure levels with astats + ebur128, resample, master and
+# encode MP3 (CBR) or M4B (AAC, chapters, cover) in one streaming ffmpeg pass each.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+ACX_SAMPLE_RATE = 44_100
+_ASTATS_LINE = re.compile(r"\[Parsed_astats_\d+ @ [^\]]+\] (RMS level dB|Peak level dB|"
+                          r"RMS trough dB): (\S+)")  # fmt: skip
+_EBUR_I = re.compile(r"^\s*I:\s+(-?[\d.]+|-inf) LUFS", re.M)
+_EBUR_PEAK = re.compile(r"True peak:\s*\n\s*Peak:\s+(-?[\d.]+|-inf) dBFS")
+
+
+@_dataclass(frozen=True, slots=True)
+class Levels:
+    """Loudness of a file as ffmpeg measures it (dBFS; ACX's RMS and peak conventions)."""
+
+    rms_db: float  # RMS over the whole file (astats "RMS level dB")
+    peak_db: float  # highest sample (astats "Peak level dB")
+    floor_db: float  # RMS of the quietest window (astats "RMS trough dB"): the noise floor
+    lufs: float | None = None  # EBU R128 integrated loudness
+    true_peak_db: float | None = None  # EBU R128 true peak (oversampled)
+
+
+def _db(value: str) -> float:
+    return -200.0 if value in ("-inf", "nan", "inf") else float(value)
+
+
+def measure_levels(path: str, *, window_s: float = 0.5) -> Levels:
+    """RMS, peak, noise floor (quietest ``window_s`` window) and R128 loudness of a file,
+    decoded by ffmpeg in one streaming pass."""
+    filters = (f"astats=metadata=0:reset=0:length={window_s}:measure_perchannel=none,"
+               "ebur128=peak=true")  # fmt: skip
+    cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+           "-i", path, "-map", "0:a:0", "-af", filters, "-f", "null", "-"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise AudioError(f"cannot measure loudness of {path}: {_last_line(proc.stderr)}")
+    found = {key: _db(value) for key, value in _ASTATS_LINE.findall(proc.stderr)}
+    if "RMS level dB" not in found:
+        raise AudioError(f"cannot measure loudness of {path}: no astats summary")
+    lufs = _EBUR_I.findall(proc.stderr)
+    peak = _EBUR_PEAK.findall(proc.stderr)
+    return Levels(
+        rms_db=found["RMS level dB"],
+        peak_db=found.get("Peak level dB", -200.0),
+        floor_db=found.get("RMS trough dB", -200.0),
+        lufs=_db(lufs[-1]) if lufs else None,
+        true_peak_db=_db(peak[-1]) if peak else None,
+    )
+
+
+_SOXR: list[bool] = []
+
+
+def _resampler() -> str:
+    """soxr (high quality) when this ffmpeg has it, else swresample's default."""
+    if not _SOXR:
+        out = subprocess.run([tool("ffmpeg"), "-hide_banner", "-buildconf"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        _SOXR.append("--enable-libsoxr" in out.stdout)
+    return ":resampler=soxr:precision=28" if _SOXR[0] else ":filter_size=64"
+
+
+def mastering_graph(gain_db: float, limit_db: float, noise_db: float | None, sample_rate: int = ACX_SAMPLE_RATE) -> str:
+    """The filter graph (input ``[0:a]``, output ``[out]``): resample → gain → look-ahead
+    limiter (delay compensated) → room tone (white noise at ``noise_db`` RMS) mixed in."""
+    limit = min(1.0, max(0.0625, 10 ** (limit_db / 20)))
+    chain = (f"[0:a]aresample={sample_rate}{_resampler()},volume={gain_db:.3f}dB,"
+             f"alimiter=limit={limit:.5f}:level=disabled:latency=1:attack=5:release=80,"
+             "aformat=channel_layouts=mono")  # fmt: skip
+    if noise_db is None:
+        return chain + "[out]"
+    amplitude = 10 ** (noise_db / 20) * 3**0.5  # uniform white noise: RMS = amplitude / √3
+    return (f"{chain}[speech];anoisesrc=r={sample_rate}:a={amplitude:.7f}:c=white:seed=7,"
+            "aformat=channel_layouts=mono[tone];[speech][tone]"
+            "amix=inputs=2:duration=first:dropout_transition=0:normalize=0[out]")  # fmt: skip
+
+
+def encode_mastered(
+    wav_path: str,
+    out_path: str,
+    *,
+    gain_db: float,
+    limit_db: float,
+    noise_db: float | None,
+    fmt: str = "mp3",
+    bitrate: str = "192k",
+    sample_rate: int = ACX_SAMPLE_RATE,
+    metadata_path: str | None = None,
+    cover_path: str | None = None,
+) -> None:
+    """Master ``wav_path`` and encode it: ``mp3`` = CBR MP3, mono, no tags (the caller tags
+    it); ``m4b`` = AAC in an MP4 audiobook container with the chapters and tags of an
+    ffmetadata file and the cover as attached picture. One streaming pass."""
+    cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+           "-i", wav_path]  # fmt: skip
+    if metadata_path:
+        cmd += ["-f", "ffmetadata", "-i", metadata_path]
+    if cover_path and fmt == "m4b":
+        cmd += ["-i", cover_path]
+    cmd += ["-filter_complex", mastering_graph(gain_db, limit_db, noise_db, sample_rate),
+            "-map", "[out]", "-ac", "1", "-ar", str(sample_rate)]  # fmt: skip
+    if fmt == "mp3":
+        cmd += ["-c:a", "libmp3lame", "-b:a", bitrate, "-abr", "0", "-map_metadata", "-1",
+                "-id3v2_version", "0", "-write_xing", "1", "-f", "mp3", out_path]  # fmt: skip
+    elif fmt == "m4b":
+        if metadata_path:
+            cmd += ["-map_metadata", "1", "-map_chapters", "1"]
+        if cover_path:
+            cover_input = "2" if metadata_path else "1"
+            cmd += ["-map", f"{cover_input}:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
+        cmd += ["-c:a", "aac", "-b:a", bitrate, "-movflags", "+faststart", "-f", "mp4", out_path]
+    else:
+        raise AudioError(f"cannot encode an audiobook as {fmt!r}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        Path(out_path).unlink(missing_ok=True)
+        raise AudioError(f"ffmpeg could not encode the {fmt}: {_last_line(proc.stderr)}")
+
+
+def resample_pcm(pcm: bytes, from_rate: int, to_rate: int, channels: int = 1) -> bytes:
+    """s16le PCM at ``from_rate`` (any channel count) → mono s16le at ``to_rate``."""
+    if from_rate == to_rate and channels == 1:
+        return pcm
+    cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le",
+           "-ar", str(from_rate), "-ac", str(channels), "-i", "pipe:0", "-af",
+           f"aresample={to_rate}{_resampler()}", "-ac", "1", "-f", "s16le", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise AudioError(f"ffmpeg could not resample: {_last_line(proc.stderr.decode())}")
+    return proc.stdout

@@ -122,8 +122,7 @@ def shift_segment(seg: Segment, offset_ms: int) -> Segment:
         end_ms=seg.end_ms + offset_ms,
         text=seg.text,
         words=tuple(
-            Word(w.start_ms + offset_ms, w.end_ms + offset_ms, w.word, w.confidence, w.speaker)
-            for w in seg.words
+            Word(w.start_ms + offset_ms, w.end_ms + offset_ms, w.word, w.confidence, w.speaker) for w in seg.words
         ),
         speaker=seg.speaker,
         confidence=seg.confidence,

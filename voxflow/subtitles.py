@@ -166,9 +166,7 @@ def _spread_text(seg: Segment, index: int) -> list[_Token]:
     return _spread(seg.text.split(), seg.start_ms, seg.end_ms, seg.speaker, index)
 
 
-def _spread(
-    parts: list[str], start_ms: int, end_ms: int, speaker: str | None, index: int
-) -> list[_Token]:
+def _spread(parts: list[str], start_ms: int, end_ms: int, speaker: str | None, index: int) -> list[_Token]:
     """Tokens for ``parts`` sharing ``[start_ms, end_ms]`` in proportion to length."""
     end_ms = max(end_ms, start_ms)
     total = sum(len(p) for p in parts) + max(len(parts) - 1, 0)
@@ -294,9 +292,7 @@ def _time_cues(tokens: list[_Token], spans: list[tuple[int, int]], limits: _Limi
     for i, j in spans:
         words = [t.text for t in tokens[i:j]]
         start, words_end = tokens[i].start_ms, tokens[j - 1].end_ms
-        want = min(
-            max(limits.min_cue_ms, limits.needed_ms(len(" ".join(words)))), limits.max_cue_ms
-        )
+        want = min(max(limits.min_cue_ms, limits.needed_ms(len(" ".join(words)))), limits.max_cue_ms)
         end = max(words_end, min(start + want, _end_limit(tokens, j, limits)))
         if end - start < limits.min_cue_ms:
             earliest = cues[-1].end_ms + limits.min_gap_ms if cues else 0
@@ -381,9 +377,7 @@ class SidecarDoc:
     ) -> SidecarDoc:
         """A doc whose cues are shaped from ``segments`` by :func:`shape_cues`."""
         cues = shape_cues(segments, duration_ms, **shape_options)
-        return cls(
-            text, language, model, duration_ms, tuple(segments), tuple(cues), dict(extra or {})
-        )
+        return cls(text, language, model, duration_ms, tuple(segments), tuple(cues), dict(extra or {}))
 
 
 class SubtitleWriter:
@@ -482,11 +476,7 @@ def _segment_paragraphs(segments: Sequence[Segment]) -> list[str]:
         if not seg.text.strip():
             continue
         last = groups[-1][-1] if groups else None
-        if (
-            last is None
-            or seg.speaker != last.speaker
-            or seg.start_ms - last.end_ms >= PARAGRAPH_PAUSE_MS
-        ):
+        if last is None or seg.speaker != last.speaker or seg.start_ms - last.end_ms >= PARAGRAPH_PAUSE_MS:
             groups.append([seg])
         else:
             groups[-1].append(seg)

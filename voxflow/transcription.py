@@ -167,8 +167,7 @@ def sidecar_stems(recordings: tuple[Recording, ...]) -> dict[str, str]:
     """Sidecar stem per rel_path: the file stem, or the full name when two files share it."""
     counts = Counter((r.rel_dir, r.stem) for r in recordings)
     return {
-        r.rel_path: r.stem if counts[(r.rel_dir, r.stem)] == 1 else r.rel_path.rsplit("/", 1)[-1]
-        for r in recordings
+        r.rel_path: r.stem if counts[(r.rel_dir, r.stem)] == 1 else r.rel_path.rsplit("/", 1)[-1] for r in recordings
     }
 
 
@@ -219,9 +218,7 @@ class RunContext:
         return self.out.state_dir() / "chunks"
 
 
-def open_run(
-    plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None
-) -> RunContext:
+def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None) -> RunContext:
     """Build the run's shared state and register it under its id (tasks look it up)."""
     settings = plan.settings
     run_id = run_id or new_run_id()
@@ -262,9 +259,7 @@ def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
     started = time.time()
     progress.emit("started", recording=rec.rel_path)
     if ctx.aborted:
-        return _record(
-            ctx, _failed(rec, ctx.aborted, ctx.plan, ctx.options.model, started, "not started: ")
-        )
+        return _record(ctx, _failed(rec, ctx.aborted, ctx.plan, ctx.options.model, started, "not started: "))
     try:
         result = _transcribe(rec, ctx, started)
     except RunAbort as exc:
@@ -369,10 +364,7 @@ async def transcribe_prepared(
     stats.chunks = len(spans)
     checkpoints = ChunkCheckpoints(ctx.checkpoint_dir / rec.recording_id / ctx.plan.options_hash)
     async with asyncio.TaskGroup() as group:
-        tasks = [
-            group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats))
-            for span in speech
-        ]
+        tasks = [group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats)) for span in speech]
     parts = [t.result() for t in tasks]
     transcript = stitch(parts, ctx.settings.language)
     checkpoints.clear()
@@ -572,9 +564,7 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
     started = time.time()
     try:
         transcript = load_transcript(ctx.out, done)
-        outputs = write_sidecars(
-            rec, transcript, round(done.duration_s * 1000), ctx.plan, ctx.settings
-        )
+        outputs = write_sidecars(rec, transcript, round(done.duration_s * 1000), ctx.plan, ctx.settings)
     except VoxflowError as exc:
         return _record(ctx, _failed(rec, exc, ctx.plan, done.model, started))
     result = RecordingResult(
@@ -589,9 +579,7 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
         started_at=started,
         finished_at=time.time(),
         outputs=tuple(outputs),
-        warnings=(
-            f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",
-        ),
+        warnings=(f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",),
     )
     return _record(ctx, result)
 
@@ -655,17 +643,12 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "cost_usd": round(sum(r.cost_usd for r in results), 6),
         "aborted": aborted,
         "left_undone": undone if ctx.aborted else [],
-        "errors": [
-            {"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message}
-            for r in failed
-        ],
+        "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
         "unsettled": [r.rel_path for r in plan.unsettled],
         "skipped": [r.rel_path for r in plan.skipped],
         "catalog_parts": ctx.catalog.written,
     }
-    manifest_uri = ctx.out.write_text(
-        f"runs/{ctx.run_id}.json", json.dumps(manifest, indent=2, default=str)
-    )
+    manifest_uri = ctx.out.write_text(f"runs/{ctx.run_id}.json", json.dumps(manifest, indent=2, default=str))
     _RUNS.pop(ctx.run_id, None)
     return RunSummary(
         run_id=ctx.run_id,

@@ -76,9 +76,7 @@ class LocalTranscriber:
 
             ref = resolve_stt_model(self.model)
             try:
-                self._whisper = WhisperModel(
-                    ref, device="cpu", compute_type="int8", cpu_threads=self.threads
-                )
+                self._whisper = WhisperModel(ref, device="cpu", compute_type="int8", cpu_threads=self.threads)
             except Exception as exc:  # bad directory, no network for a hub name …
                 raise ConfigError(f"cannot load local model {self.model!r}: {exc}") from exc
         return self._whisper
