@@ -114,6 +114,7 @@ def run_transcribe(source: str, settings: Settings) -> int:
         f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
         f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
         + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
+        + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
     )
     try:
         if not plan.has_work:
@@ -216,6 +217,7 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
         ("skipped (already done)", summary["skipped"]),
         ("failed", summary["failed"]),
         ("waiting to settle", summary["unsettled"]),
+        ("gone from source (rows kept)", summary.get("deleted", 0)),
         ("audio", _hms(summary["audio_s"])),
         ("cost", f"${summary['cost_usd']:.4f}"),
         ("wall time", f"{wall_s:.1f} s"),
@@ -383,8 +385,22 @@ def emulator(
     serve(port=port, faults=faults, latency_ms=latency_ms, keys=key or ["sk-or-emulator"])
 
 
+def _logging() -> None:
+    """voxflow's own log lines (retries, skipped work) to stderr; VOXFLOW_LOG_LEVEL sets the level."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("voxflow")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=console, show_path=False, markup=False))
+        logger.setLevel(os.environ.get("VOXFLOW_LOG_LEVEL", "WARNING").upper())
+        logger.propagate = False
+
+
 def main() -> None:
     """Entry point of the ``voxflow`` script."""
+    _logging()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows/, tasks/ in a checkout
     try:
         app()

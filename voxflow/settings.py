@@ -48,13 +48,14 @@ class Settings(BaseSettings):
     force: bool = False
     beside_source: bool = False
     settle_seconds: float = Field(default=0.0, ge=0)
-    max_chunk_s: float = Field(default=600.0, ge=5)  # longest piece sent to an engine
+    max_chunk_s: float = Field(default=600.0, ge=1)  # longest piece sent to an engine
     min_silence_s: float = Field(default=0.35, gt=0)
     silence_db: float = -35.0
     local_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     workers: int = Field(default=0, ge=0)  # recordings in flight; 0 = derived from concurrency
     request_timeout_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
+    retry_backoff_s: float = Field(default=1.0, gt=0)  # base of the exponential backoff
     diarize: bool = False
     keyterms: tuple[str, ...] = ()
     temperature: float | None = None

@@ -12,6 +12,7 @@ finish_run: flush the catalog, save caches, write ``runs/<run_id>.json``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 import time
@@ -42,10 +43,22 @@ from voxflow.models import (
     Word,
 )
 from voxflow.settings import Settings
-from voxflow.sources import HashCache, OutputTree, new_run_id, resolve, scan, write_local_atomic
+from voxflow.sources import (
+    HashCache,
+    OutputTree,
+    ScanResult,
+    find_paths,
+    full_uri,
+    new_run_id,
+    resolve,
+    scan,
+    under,
+    write_local_atomic,
+)
 from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_name
 
 MIN_SPLIT_MS = 2_000  # a 413 never splits a chunk below this
+ALIGNMENT_MODEL = "local/tiny.en"  # times text-only answers
 LANGUAGE_NAMES = {
     "english": "en",
     "german": "de",
@@ -112,6 +125,7 @@ class RunPlan:
     restore: list[tuple[Recording, DoneRecord]] = field(default_factory=list)
     failed: list[RecordingResult] = field(default_factory=list)
     unsettled: list[Recording] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # done in the catalog, gone from the source
     stems: dict[str, str] = field(default_factory=dict)
     ignored: int = 0
     found: int = 0
@@ -122,26 +136,28 @@ class RunPlan:
 
 
 def plan_run(source: str, settings: Settings) -> RunPlan:
-    """Scan ``source`` and sort recordings into todo / skip / restore / failed."""
+    """Scan ``source`` and sort recordings into todo / skip / restore / failed; files still
+    being copied wait (``unsettled``); done recordings gone from the source are ``deleted``."""
     out = OutputTree(settings.out)
     scanned = scan(source, exclude=settings.out, settle_seconds=settings.settle_seconds)
     options = transcribe_options(settings)
     plan = RunPlan(source, settings, options.digest(), ignored=scanned.ignored)
-    plan.found = len(scanned.recordings)
-    plan.stems = sidecar_stems(scanned.recordings)
-    cache = HashCache(out.state_dir() / "hashes.json")
+    plan.found = len(scanned.recordings) + len(scanned.unsettled)
+    plan.unsettled = list(scanned.unsettled)
+    plan.stems = sidecar_stems(scanned.recordings + scanned.unsettled)
+    cache = HashCache.in_tree(out, source, _writer_name(settings))
     index = CatalogIndex.load(out)
-    existing = _existing_outputs(settings, out, source)
-    now = time.time()
+    existing = _existing_outputs(settings, out, source, scanned)
+    present: set[str] = set()
+    cache.prefetch(scanned.recordings, scanned.versions)
     for rec in scanned.recordings:
-        if settings.settle_seconds and now - rec.mtime < settings.settle_seconds:
-            plan.unsettled.append(rec)
-            continue
         try:
-            rec = cache.hashed(rec)
+            rec = cache.hashed(rec, scanned.versions.get(rec.uri))
         except SourceError as exc:
-            plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
+            if _mine_id(hashlib.sha256(rec.uri.encode()).hexdigest(), settings.shard):
+                plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
             continue
+        present.add(rec.recording_id)
         if not _mine(rec, settings.shard):
             continue
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
@@ -152,15 +168,37 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         else:
             plan.restore.append((rec, done))
     cache.save()
+    plan.deleted = _deleted(source, scanned, present, index, settings.shard)
     return plan
 
 
 def _mine(rec: Recording, shard: str | None) -> bool:
     """True when this worker's shard ("i/n") owns the recording (by content hash)."""
+    return _mine_id(rec.recording_id, shard)
+
+
+def _mine_id(recording_id: str, shard: str | None) -> bool:
     if not shard:
         return True
     index, count = (int(x) for x in shard.split("/"))
-    return int(rec.recording_id[:12], 16) % count == index
+    return int(recording_id[:12], 16) % count == index
+
+
+def _deleted(source: str, scanned: ScanResult, present: set[str], index: CatalogIndex, shard: str | None) -> list[str]:
+    """Source URIs of recordings the catalog has done under ``source`` that are gone from it
+    (neither the file nor its content is there any more). Their rows are kept."""
+    fs, root = resolve(source)
+    root_uri = full_uri(fs, root.rstrip("/"))
+    here = {r.uri for r in (*scanned.recordings, *scanned.unsettled)}
+    gone = {
+        done.source_uri
+        for done in index.done.values()
+        if done.source_uri not in here
+        and done.recording_id not in present
+        and under(done.source_uri, root_uri)
+        and _mine_id(done.recording_id, shard)
+    }
+    return sorted(gone)
 
 
 def sidecar_stems(recordings: tuple[Recording, ...]) -> dict[str, str]:
@@ -174,8 +212,8 @@ def sidecar_stems(recordings: tuple[Recording, ...]) -> dict[str, str]:
 def _sidecar_tree(rec: Recording, settings: Settings) -> tuple[OutputTree, str]:
     """(tree, folder within it) where ``rec``'s sidecars go."""
     if settings.beside_source:
-        return OutputTree(rec.uri.rsplit("/", 1)[0]), ""
-    return OutputTree(settings.out), rec.rel_dir
+        return OutputTree.cached(rec.uri.rsplit("/", 1)[0]), ""
+    return OutputTree.cached(settings.out), rec.rel_dir
 
 
 def _sidecar_paths(rec: Recording, language: str, plan: RunPlan, settings: Settings) -> list[str]:
@@ -185,13 +223,15 @@ def _sidecar_paths(rec: Recording, language: str, plan: RunPlan, settings: Setti
     return [tree.path(f"{folder}/{n}" if folder else n) for n in names]
 
 
-def _existing_outputs(settings: Settings, out: OutputTree, source: str) -> set[str]:
-    """Every file under the output tree (or the source, beside-source), listed once."""
+def _existing_outputs(settings: Settings, out: OutputTree, source: str, scanned: ScanResult | None = None) -> set[str]:
+    """Every file under the output tree (or the source, beside-source), listed once: taken
+    from the scan's own listing when that covers the folder (no second LIST on a bucket)."""
     fs, root = resolve(source) if settings.beside_source else (out.fs, out.root)
-    try:
-        return set(fs.find(root)) if fs.exists(root) else set()
-    except OSError:
-        return set()
+    listing = scanned.listing if scanned else None
+    if listing is not None and settings.beside_source and listing.single_file:
+        root = listing.root  # one file: its sidecars are in its folder
+    listed = listing.paths_under(fs, root) if listing is not None else None
+    return listed if listed is not None else find_paths(fs, root)
 
 
 # --- the run context ------------------------------------------------------------------
@@ -207,7 +247,8 @@ class RunContext:
     out: OutputTree
     options: TranscribeOptions
     engine: Transcriber
-    limiter: RequestLimiter
+    limiter: RequestLimiter  # engine requests in flight (the engine takes a slot per attempt)
+    chunk_slots: RequestLimiter  # chunks read and encoded at once (bounds memory)
     budget: Budget
     catalog: CatalogWriter
     started_at: float = field(default_factory=time.time)
@@ -226,6 +267,8 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     engine = engine or get_transcriber(settings)
     if hasattr(engine, "limiter"):
         engine.limiter = limiter  # type: ignore[attr-defined]
+    if plan.todo and hasattr(engine, "prepare"):
+        asyncio.run(engine.prepare())  # type: ignore[attr-defined]  # key, model, pricing: fail fast
     out = OutputTree(settings.out)
     ctx = RunContext(
         run_id=run_id,
@@ -235,6 +278,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
         options=transcribe_options(settings),
         engine=engine,
         limiter=limiter,
+        chunk_slots=RequestLimiter(2 * settings.concurrency),
         budget=Budget(settings.budget_usd),
         catalog=CatalogWriter(out, run_id, writer=_writer_name(settings)),
     )
@@ -315,7 +359,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> RecordingRes
             min_silence_s=ctx.settings.min_silence_s,
             expected_ms=info.duration_ms,
         )
-        transcript, stats = asyncio.run(transcribe_prepared(prepared, rec, ctx))
+        transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
     warnings = [w for w in (prepared.decode_warning, stats.note) if w]
     outputs = write_sidecars(rec, transcript, prepared.duration_ms, ctx.plan, ctx.settings)
     return RecordingResult(
@@ -345,6 +389,24 @@ class ChunkStats:
     note: str = ""
 
 
+async def _transcribe_and_close(
+    prepared: PreparedAudio, rec: Recording, ctx: RunContext
+) -> tuple[Transcript, ChunkStats]:
+    """Transcribe in this thread's event loop, then close the engine's pool for this loop."""
+    try:
+        if is_local(ctx.options.model):
+            return await transcribe_prepared(prepared, rec, ctx)
+        from voxflow.engines.openrouter import count_requests
+
+        with count_requests() as sent:
+            transcript, stats = await transcribe_prepared(prepared, rec, ctx)
+        stats.requests = sent.value
+        return transcript, stats
+    finally:
+        if hasattr(ctx.engine, "aclose"):
+            await ctx.engine.aclose()  # type: ignore[attr-defined]
+
+
 async def transcribe_prepared(
     prepared: PreparedAudio, rec: Recording, ctx: RunContext
 ) -> tuple[Transcript, ChunkStats]:
@@ -363,12 +425,30 @@ async def transcribe_prepared(
     speech = [s for s in spans if not _all_silence(s, prepared.silences)]
     stats.chunks = len(spans)
     checkpoints = ChunkCheckpoints(ctx.checkpoint_dir / rec.recording_id / ctx.plan.options_hash)
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats)) for span in speech]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats)) for span in speech]
+    except ExceptionGroup as group_error:
+        raise most_severe(group_error) from None
     parts = [t.result() for t in tasks]
     transcript = stitch(parts, ctx.settings.language)
     checkpoints.clear()
     return transcript, stats
+
+
+def most_severe(group: BaseExceptionGroup) -> BaseException:
+    """The one error of a failed fan-out worth reporting: a run abort first, else the first."""
+    leaves: list[BaseException] = []
+
+    def flatten(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                flatten(inner)
+        else:
+            leaves.append(exc)
+
+    flatten(group)
+    return next((e for e in leaves if isinstance(e, RunAbort)), leaves[0])
 
 
 def _all_silence(span: Span, silences: tuple[Span, ...]) -> bool:
@@ -387,7 +467,7 @@ async def _transcribe_span(
     if saved is not None:
         return saved
     try:
-        async with ctx.limiter.slot():
+        async with ctx.chunk_slots.slot():
             ctx.budget.check(_estimate(ctx.engine, span))
             chunk = _encode(span, prepared, ctx.engine)
             stats.requests += 1
@@ -397,6 +477,8 @@ async def _transcribe_span(
         if exc.status != 413 or span.duration_ms < 2 * MIN_SPLIT_MS:
             raise
         return await _split_and_transcribe(span, prepared, ctx, checkpoints, stats)
+    if not part.timed and part.text.strip():
+        part = await _timed_from_text(part, span, prepared)
     part = _clamped(part.shifted(span.start_ms), span)
     checkpoints.save(span, part)
     return part
@@ -416,6 +498,24 @@ async def _split_and_transcribe(
     return stitch(parts, ctx.settings.language)
 
 
+async def _timed_from_text(part: Transcript, span: Span, prepared: PreparedAudio) -> Transcript:
+    """Timings for a text-only answer: align its words with the embedded engine's timed words
+    for the same chunk (times relative to the chunk), or spread them evenly without it."""
+    from voxflow.align import align_words, even_timing
+    from voxflow.engines.local import LocalTranscriber
+
+    span_ms = span.duration_ms
+    try:
+        local = LocalTranscriber.shared(ALIGNMENT_MODEL)
+        pcm = media.read_pcm(prepared.wav_path, span)
+        heard = await local.transcribe(AudioChunk(0, 0, span_ms, pcm, "pcm"), TranscribeOptions(ALIGNMENT_MODEL))
+        reference = [w for s in heard.segments for w in s.words]
+        segments = align_words(part.text, reference, span_ms) if reference else even_timing(part.text, span_ms)
+    except VoxflowError:
+        segments = even_timing(part.text, span_ms)
+    return replace(part, segments=segments, timed=True)
+
+
 def _estimate(engine: Transcriber, span: Span) -> float:
     estimate = getattr(engine, "estimate_cost", None)
     return float(estimate(span.duration_ms)) if estimate else 0.0
@@ -424,8 +524,8 @@ def _estimate(engine: Transcriber, span: Span) -> float:
 def _encode(span: Span, prepared: PreparedAudio, engine: Transcriber) -> AudioChunk:
     pcm = media.read_pcm(prepared.wav_path, span)
     data = media.encode_pcm(pcm, engine.upload_format)
-    limit = getattr(engine, "max_body_bytes", None)
-    if limit and len(data) * 4 // 3 + 4096 > limit:
+    max_upload = getattr(engine, "max_upload_bytes", None)
+    if max_upload and len(data) > max_upload():
         raise RequestRejected(f"chunk of {span.duration_ms / 1000:.0f} s is too large", status=413)
     return AudioChunk(
         index=0,
@@ -604,6 +704,7 @@ class RunSummary:
     failures: list[dict[str, str]]
     manifest: str
     exit_code: int
+    deleted: int = 0  # done in the catalog, gone from the source (rows kept)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -638,6 +739,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
             "failed": len(failed),
             "unsettled": len(plan.unsettled),
             "ignored": plan.ignored,
+            "deleted": len(plan.deleted),
         },
         "audio_s": sum(r.duration_ms for r in results) / 1000,
         "cost_usd": round(sum(r.cost_usd for r in results), 6),
@@ -645,6 +747,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "left_undone": undone if ctx.aborted else [],
         "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
         "unsettled": [r.rel_path for r in plan.unsettled],
+        "deleted": plan.deleted,
         "skipped": [r.rel_path for r in plan.skipped],
         "catalog_parts": ctx.catalog.written,
     }
@@ -666,6 +769,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         failures=manifest["errors"],
         manifest=manifest_uri,
         exit_code=exit_code,
+        deleted=len(plan.deleted),
     )
 
 
