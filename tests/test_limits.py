@@ -92,18 +92,31 @@ def test_429_halves_the_limit_and_pauses_new_requests() -> None:
 
     asyncio.run(one())
     assert t.sleeps == [pytest.approx(2.5)]
-    limiter.rate_limited(None)  # no advice: halve, no pause
-    limiter.rate_limited(None)
-    limiter.rate_limited(None)
+    for _ in range(3):
+        t.now += 1.0  # separate bursts
+        limiter.rate_limited(None)  # no advice: halve, no pause
     assert limiter.limit == 1  # never below one
     t.sleeps.clear()
     asyncio.run(one())
     assert t.sleeps == []
 
 
+def test_a_burst_of_429s_halves_once() -> None:
+    t = FakeTime()
+    limiter = RequestLimiter(16, clock=t.clock, sleep=t.sleep)
+    for _ in range(10):
+        limiter.rate_limited(0.5)  # ten requests hit by the same storm
+    assert limiter.limit == 8
+    t.now += 1.0
+    limiter.rate_limited(0.5)  # a later storm
+    assert limiter.limit == 4
+
+
 def test_successes_raise_the_limit_back() -> None:
-    limiter = RequestLimiter(8, recover_after=3)
+    t = FakeTime()
+    limiter = RequestLimiter(8, recover_after=3, clock=t.clock)
     limiter.rate_limited(None)
+    t.now += 1.0
     limiter.rate_limited(None)
     assert limiter.limit == 2
     for _ in range(3):
@@ -115,10 +128,12 @@ def test_successes_raise_the_limit_back() -> None:
 
 
 def test_a_429_resets_the_success_streak() -> None:
-    limiter = RequestLimiter(8, recover_after=3)
+    t = FakeTime()
+    limiter = RequestLimiter(8, recover_after=3, clock=t.clock)
     limiter.rate_limited(None)
     limiter.succeeded()
     limiter.succeeded()
+    t.now += 1.0
     limiter.rate_limited(None)
     limiter.succeeded()
     assert limiter.limit == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -176,12 +176,18 @@ class CatalogWriter:
         self._parts = 0
         self._pending_results = 0
         self._lock = threading.Lock()
+        self._after_flush: list[Callable[[], None]] = []
         self.written: list[str] = []
 
-    def add_result(self, result: RecordingResult) -> None:
-        """A transcripts row, plus segment and word rows for a finished recording."""
+    def add_result(self, result: RecordingResult, on_flushed: Callable[[], None] | None = None) -> None:
+        """A transcripts row, plus segment and word rows for a finished recording.
+
+        ``on_flushed`` runs once those rows are safely in a part file (e.g. to drop the
+        recording's chunk checkpoints, which must outlive a crash before the flush)."""
         rid = result.recording.recording_id
         with self._lock:
+            if on_flushed:
+                self._after_flush.append(on_flushed)
             self._rows["transcripts"].append(transcript_row(result, self.run_id))
             self._rows["segments"].extend(segment_rows(rid, self.run_id, result.segments))
             self._rows["words"].extend(word_rows(rid, self.run_id, result.segments))
@@ -202,9 +208,12 @@ class CatalogWriter:
             self._pending_results = 0
             self._parts += 1
             part = self._parts
+            callbacks, self._after_flush = self._after_flush, []
         for table, rows in batches.items():
             name = f"catalog/{table}/part-{self.run_id}-{self.writer}-{part:04d}.parquet"
             self.written.append(self.out.write_bytes(name, to_parquet(rows, SCHEMAS[table])))
+        for callback in callbacks:
+            callback()
 
 
 def to_parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from voxflow.errors import BudgetExceeded
 
 Sleep = Callable[[float], Awaitable[None]]
+BURST_WINDOW_S = 1.0
 
 
 class RequestLimiter:
@@ -36,6 +37,7 @@ class RequestLimiter:
         self._limit = limit
         self._in_flight = 0
         self._pause_until = 0.0
+        self._calm_after = 0.0  # 429s before this belong to the burst that already halved
         self._successes = 0
         self._recover_after = recover_after
         self._clock = clock
@@ -94,12 +96,17 @@ class RequestLimiter:
             self.release()
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: halve the limit and hold every new request for ``retry_after`` seconds."""
+        """A 429: halve the limit (once per burst: 429s that arrive within the pause or the
+        second after the last halving count as one) and hold every new request for
+        ``retry_after`` seconds."""
+        now = self._clock()
         with self._lock:
-            self._limit = max(1, self._limit // 2)
+            if now >= self._calm_after:
+                self._limit = max(1, self._limit // 2)
+                self._calm_after = now + max(retry_after or 0.0, BURST_WINDOW_S)
             self._successes = 0
             if retry_after:
-                self._pause_until = max(self._pause_until, self._clock() + retry_after)
+                self._pause_until = max(self._pause_until, now + retry_after)
 
     def succeeded(self) -> None:
         """A success: after ``recover_after`` in a row, allow one more request in flight."""

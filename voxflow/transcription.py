@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -304,8 +305,9 @@ def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
     progress.emit("started", recording=rec.rel_path)
     if ctx.aborted:
         return _record(ctx, _failed(rec, ctx.aborted, ctx.plan, ctx.options.model, started, "not started: "))
+    checkpoints = None
     try:
-        result = _transcribe(rec, ctx, started)
+        result, checkpoints = _transcribe(rec, ctx, started)
     except RunAbort as exc:
         ctx.aborted = ctx.aborted or exc
         raise
@@ -313,11 +315,11 @@ def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
         result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
     except Exception as exc:  # a bug or an infrastructure fault: still one clear row
         result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
-    return _record(ctx, result)
+    return _record(ctx, result, checkpoints.clear if checkpoints else None)
 
 
-def _record(ctx: RunContext, result: RecordingResult) -> RecordingResult:
-    ctx.catalog.add_result(result)
+def _record(ctx: RunContext, result: RecordingResult, on_flushed: Callable[[], None] | None = None) -> RecordingResult:
+    ctx.catalog.add_result(result, on_flushed)
     progress.emit("finished", result=result)
     return result
 
@@ -343,7 +345,7 @@ def _failed(
     )
 
 
-def _transcribe(rec: Recording, ctx: RunContext, started: float) -> RecordingResult:
+def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[RecordingResult, ChunkCheckpoints | None]:
     from voxflow.sources import local_copy
 
     suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
@@ -362,7 +364,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> RecordingRes
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
     warnings = [w for w in (prepared.decode_warning, stats.note) if w]
     outputs = write_sidecars(rec, transcript, prepared.duration_ms, ctx.plan, ctx.settings)
-    return RecordingResult(
+    result = RecordingResult(
         recording=rec,
         status="done",
         model=ctx.options.model,
@@ -380,6 +382,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> RecordingRes
         warnings=tuple(warnings),
         truncated=prepared.truncated,
     )
+    return result, stats.checkpoints
 
 
 @dataclass
@@ -387,6 +390,7 @@ class ChunkStats:
     chunks: int = 0
     requests: int = 0
     note: str = ""
+    checkpoints: ChunkCheckpoints | None = None  # cleared once the catalog has the result
 
 
 async def _transcribe_and_close(
@@ -431,9 +435,8 @@ async def transcribe_prepared(
     except ExceptionGroup as group_error:
         raise most_severe(group_error) from None
     parts = [t.result() for t in tasks]
-    transcript = stitch(parts, ctx.settings.language)
-    checkpoints.clear()
-    return transcript, stats
+    stats.checkpoints = checkpoints
+    return stitch(parts, ctx.settings.language), stats
 
 
 def most_severe(group: BaseExceptionGroup) -> BaseException:
