@@ -20,13 +20,19 @@ from voxflow.transcription import RunPlan, finish_run, open_run, plan_run
 
 
 @flow(name="transcribe", task_runner=ThreadPoolTaskRunner(max_workers=10), log_prints=True)
-def transcribe_flow(source: str, out: str = "voxflow-out", options: dict[str, Any] | None = None) -> dict[str, Any]:
+def transcribe_flow(
+    source: str,
+    out: str = "voxflow-out",
+    options: dict[str, Any] | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
     """Transcribe every new recording under ``source`` into ``out``.
 
     ``options`` are voxflow settings (model, language, formats, concurrency, force, …); the API
     key is read from the environment of the process that runs the flow, never passed here.
+    ``model``, when given, wins over ``options["model"]`` (a deployment's own parameter).
     """
-    settings = load_settings(**{**(options or {}), "out": out})
+    settings = load_settings(**{**(options or {}), "out": out, **({"model": model} if model else {})})
     plan = plan_run(source, settings)
     return run_plan(plan)
 
@@ -36,11 +42,14 @@ def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     ctx = open_run(plan, run_id)
     logger.info(
-        "run %s: %d to transcribe, %d to restore, %d already done, model %s",
+        "run %s: %d to transcribe, %d to restore, %d already done, %d waiting to settle, %d gone from the source, "
+        "model %s",
         ctx.run_id,
         len(plan.todo),
         len(plan.restore),
         len(plan.skipped),
+        len(plan.unsettled),
+        len(plan.deleted),
         ctx.options.model,
     )
     futures = [restore_sidecars_task.submit(rec, ctx.run_id) for rec, _ in plan.restore]
