@@ -242,3 +242,20 @@ def test_kill_9_then_rerun_sends_only_missing_chunks(api, tmp_path: Path) -> Non
     # Only chunks whose answer was still on the wire at the kill (≤ concurrency) may go again.
     assert resent and len(resent & answered) <= 2, "chunks answered before the kill were sent again"
     assert len(answered | resent) == sum(r["n_chunks"] for r in rows(out)), "every chunk was answered once"
+
+
+def test_models_and_voices_commands_list_the_emulator(api) -> None:
+    from typer.testing import CliRunner
+
+    from voxflow.cli import app
+
+    api()
+    runner = CliRunner()
+    models = runner.invoke(app, ["models", "--kind", "transcription"])
+    assert models.exit_code == 0 and "openai/whisper-large-v3" in models.output and "local/tiny.en" in models.output
+    speech = runner.invoke(app, ["models", "--kind", "speech"])
+    assert speech.exit_code == 0 and "openai/tts-1" in speech.output
+    voices = runner.invoke(app, ["voices", "openai/tts-1"])
+    assert voices.exit_code == 0 and voices.output.split(), voices.output
+    unknown = runner.invoke(app, ["voices", "acme/nothing"])
+    assert unknown.exit_code == 3

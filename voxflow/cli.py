@@ -298,7 +298,9 @@ def models(
         console.print("[red]error:[/] --kind is transcription or speech")
         raise typer.Exit(2)
     settings = _settings()
-    table = Table("id", "name", "pricing")
+    table = Table("name", "pricing")
+    table.add_column("id", overflow="fold")  # ids stay whole: they are meant to be copied
+    table.columns.insert(0, table.columns.pop())
     table.add_row(
         LOCAL_STT_DEFAULT if kind == "transcription" else LOCAL_TTS_DEFAULT,
         "embedded offline engine",

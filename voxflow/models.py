@@ -161,3 +161,27 @@ class RecordingResult:
     outputs: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     truncated: bool = False
+
+
+# Engines name languages as codes ("en", "en-US") or English names ("english", from
+# OpenAI-compatible verbose_json); voxflow stores ISO-639-1 codes.
+LANGUAGE_NAMES = {
+    "english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
+    "portuguese": "pt", "dutch": "nl", "russian": "ru", "chinese": "zh", "japanese": "ja",
+    "korean": "ko", "arabic": "ar", "hindi": "hi", "turkish": "tr", "polish": "pl",
+    "ukrainian": "uk", "swedish": "sv", "norwegian": "no", "danish": "da", "finnish": "fi",
+    "czech": "cs", "greek": "el", "hebrew": "he", "hungarian": "hu", "romanian": "ro",
+    "indonesian": "id", "vietnamese": "vi", "thai": "th", "catalan": "ca", "malay": "ms",
+    "persian": "fa", "bengali": "bn", "tamil": "ta", "urdu": "ur", "welsh": "cy",
+}  # fmt: skip
+
+
+def language_code(value: str | None) -> str:
+    """ISO-639-1 code for 'en', 'en-US' or 'english'; 'und' when unknown."""
+    if not value:
+        return "und"
+    value = value.strip().lower()
+    if value in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[value]
+    head = value.replace("_", "-").split("-")[0]
+    return head if len(head) == 2 and head.isalpha() else "und"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     diarize: bool = False
     keyterms: tuple[str, ...] = ()
     temperature: float | None = None
+    provider: dict[str, Any] | None = None  # OpenRouter provider routing/passthrough (JSON in the env)
     shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
 
     @field_validator("formats", mode="before")

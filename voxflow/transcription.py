@@ -42,6 +42,7 @@ from voxflow.models import (
     Span,
     Transcript,
     Word,
+    language_code,
 )
 from voxflow.settings import Settings
 from voxflow.sources import (
@@ -60,45 +61,7 @@ from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_n
 
 MIN_SPLIT_MS = 2_000  # a 413 never splits a chunk below this
 ALIGNMENT_MODEL = "local/tiny.en"  # times text-only answers
-LANGUAGE_NAMES = {
-    "english": "en",
-    "german": "de",
-    "french": "fr",
-    "spanish": "es",
-    "italian": "it",
-    "portuguese": "pt",
-    "dutch": "nl",
-    "russian": "ru",
-    "chinese": "zh",
-    "japanese": "ja",
-    "korean": "ko",
-    "arabic": "ar",
-    "hindi": "hi",
-    "polish": "pl",
-    "turkish": "tr",
-    "swedish": "sv",
-    "danish": "da",
-    "norwegian": "no",
-    "finnish": "fi",
-    "czech": "cs",
-    "greek": "el",
-    "hebrew": "he",
-    "ukrainian": "uk",
-    "vietnamese": "vi",
-    "indonesian": "id",
-}
 _RUNS: dict[str, RunContext] = {}
-
-
-def language_code(value: str | None) -> str:
-    """ISO-639-1 code for an engine's language ('en', 'english', 'en-US'); 'und' if unknown."""
-    if not value:
-        return "und"
-    value = value.strip().lower()
-    if value in LANGUAGE_NAMES:
-        return LANGUAGE_NAMES[value]
-    head = value.replace("_", "-").split("-")[0]
-    return head if len(head) == 2 and head.isalpha() else "und"
 
 
 def transcribe_options(settings: Settings) -> TranscribeOptions:

@@ -101,7 +101,7 @@ def get_transcriber(settings: Settings, model: str | None = None) -> Transcriber
         return LocalTranscriber.shared(model, threads=settings.local_threads)
     from voxflow.engines.openrouter import OpenRouterTranscriber
 
-    return OpenRouterTranscriber(model, settings)
+    return OpenRouterTranscriber(model, settings, provider=settings.provider)
 
 
 def get_synthesizer(settings: Settings, model: str | None = None) -> Synthesizer:
@@ -113,4 +113,4 @@ def get_synthesizer(settings: Settings, model: str | None = None) -> Synthesizer
         return LocalSynthesizer.shared(model)
     from voxflow.engines.openrouter import OpenRouterSynthesizer
 
-    return OpenRouterSynthesizer(model, settings)
+    return OpenRouterSynthesizer(model, settings, provider=settings.provider)

@@ -80,7 +80,7 @@ from voxflow.errors import (
     TransientEngineError,
     UnknownModel,
 )
-from voxflow.models import AudioChunk, Segment, Transcript, Word
+from voxflow.models import AudioChunk, Segment, Transcript, Word, language_code
 
 if TYPE_CHECKING:
     from voxflow.limits import RequestLimiter
@@ -121,19 +121,6 @@ TTS_INPUT_LIMITS: tuple[tuple[str, int], ...] = (
     ("fish-audio/", 4000),
 )
 DEFAULT_TTS_INPUT_LIMIT = 4096
-
-# verbose_json from OpenAI-compatible providers names the language ("english"); voxflow
-# stores ISO-639-1 codes.
-_LANGUAGE_CODES = {
-    "english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
-    "portuguese": "pt", "dutch": "nl", "russian": "ru", "chinese": "zh", "japanese": "ja",
-    "korean": "ko", "arabic": "ar", "hindi": "hi", "turkish": "tr", "polish": "pl",
-    "ukrainian": "uk", "swedish": "sv", "norwegian": "no", "danish": "da", "finnish": "fi",
-    "czech": "cs", "greek": "el", "hebrew": "he", "hungarian": "hu", "romanian": "ro",
-    "indonesian": "id", "vietnamese": "vi", "thai": "th", "catalan": "ca", "malay": "ms",
-    "persian": "fa", "bengali": "bn", "tamil": "ta", "urdu": "ur", "welsh": "cy",
-}  # fmt: skip
-
 
 # ─── secrets ────────────────────────────────────────────────────────────────────────────
 
@@ -694,14 +681,6 @@ def _speaker(item: Mapping[str, Any]) -> str | None:
     return number if isinstance(number, str) else f"speaker_{number}"
 
 
-def language_code(name: str | None) -> str | None:
-    """ISO-639-1 code for a language code or an English language name."""
-    if not name:
-        return None
-    name = name.strip().lower()
-    return _LANGUAGE_CODES.get(name, name)
-
-
 def parse_transcript(data: Mapping[str, Any], duration_ms: int = 0, *, language: str | None = None) -> Transcript:
     """A Transcript from a ``json``/``verbose_json`` answer; times clamped to ``duration_ms``.
 
@@ -719,7 +698,8 @@ def parse_transcript(data: Mapping[str, Any], duration_ms: int = 0, *, language:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         message = f"OpenRouter answered with malformed timings ({exc})"
         raise _bad_response(message, transient=False) from None
-    lang = language_code(data.get("language")) or language or "und"
+    heard = language_code(data.get("language"))
+    lang = heard if heard != "und" else language_code(language)
     return Transcript(
         text=text.strip(),
         language=lang,
