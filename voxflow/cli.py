@@ -253,6 +253,14 @@ def narrate(
     budget_usd: BudgetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and estimated cost only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-render books already done.")] = False,
+    lexicon: Annotated[list[str] | None, typer.Option(help="Pronunciation lexicon file (repeatable).")] = None,
+    credits: Annotated[
+        bool, typer.Option("--credits", help="Opening/closing credits (title, author, The End).")
+    ] = False,
+    max_chunk_chars: Annotated[
+        int | None, typer.Option(help="Longest text sent per request (default: the model's limit).")
+    ] = None,
+    bitrate: Annotated[str, typer.Option(help="MP3 CBR bitrate.")] = "192k",
 ) -> None:
     """Narrate every document under SOURCE into MP3 audiobooks."""
     settings = _settings(
@@ -264,20 +272,24 @@ def narrate(
         force=force or None,
     )
     _say_engine(settings.speech_model, settings.openrouter.has_key)
-    from voxflow.narration import run_narrate
+    from voxflow.narration import NarrationOptions, parse_formats, run_narrate
+
+    _prefect_defaults()
 
     try:
         if not dry_run:
             _validate_model(settings, "speech", voice=settings.voice)
-        code = run_narrate(
-            source,
-            settings,
-            dry_run=dry_run,
+        options = NarrationOptions(
             per_chapter=per_chapter,
-            fmt=fmt,
+            formats=parse_formats(fmt),
             instructions=instructions,
             speed=speed,
+            max_chunk_chars=max_chunk_chars,
+            credits=credits,
+            lexicon=tuple(lexicon or ()),
+            bitrate=bitrate,
         )
+        code = run_narrate(source, settings, dry_run=dry_run, options=options)
     except RunAbort as exc:
         console.print(f"[red]aborted:[/] {exc.kind}: {exc}")
         code = 3
