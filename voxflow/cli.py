@@ -121,7 +121,7 @@ def run_transcribe(source: str, settings: Settings) -> int:
             summary = run_inline(plan).as_dict()
         else:
             _validate_model(settings)
-            summary = _run_flow(source, settings, len(plan.todo) + len(plan.restore))
+            summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore))
     except RunAbort as exc:
         console.print(f"[red]aborted:[/] {exc.kind}: {exc}")
         return 3
@@ -144,7 +144,7 @@ def _validate_model(settings: Settings, kind: str = "transcription", voice: str 
     asyncio.run(validate_model(settings, model, kind, voice=voice))
 
 
-def _run_flow(source: str, settings: Settings, total: int) -> dict[str, Any]:
+def _run_transcription_flow(source: str, settings: Settings, total: int) -> dict[str, Any]:
     _prefect_defaults()
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -289,7 +289,7 @@ def narrate(
             lexicon=tuple(lexicon or ()),
             bitrate=bitrate,
         )
-        code = run_narrate(source, settings, dry_run=dry_run, options=options)
+        code = run_narrate(source, settings, dry_run=dry_run, options=options, run_flow=_run_narration_flow)
     except RunAbort as exc:
         console.print(f"[red]aborted:[/] {exc.kind}: {exc}")
         code = 3
@@ -297,6 +297,17 @@ def narrate(
         console.print(f"[red]error:[/] {exc}")
         code = 2
     raise typer.Exit(code)
+
+
+def _run_narration_flow(source: str, settings: Settings, options: Any) -> dict[str, Any]:
+    """Run flows/narrate.py on ephemeral Prefect (or PREFECT_API_URL's server)."""
+    from flows.narrate import bounded
+    from voxflow.narration import document_workers
+
+    public = settings.public_dict()
+    public.pop("out", None)
+    flow = bounded(document_workers(settings))
+    return flow(source=source, out=settings.out, options=public, narration=options.as_dict())
 
 
 @app.command()

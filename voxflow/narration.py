@@ -1326,7 +1326,7 @@ def run_narrate(
     instructions: str | None = None,
     speed: float | None = None,
     options: NarrationOptions | None = None,
-    use_prefect: bool = True,
+    run_flow: Callable[[str, Settings, NarrationOptions], dict[str, Any]] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> int:
     """``voxflow narrate``: plan, run (through the Prefect flow only when there is work),
@@ -1353,8 +1353,14 @@ def run_narrate(
             f"found {plan.found} documents: {len(plan.todo)} to narrate, "
             f"{len(plan.skipped)} unchanged (skipped); model {plan.model}"
         )
-        flow = plan.has_work and use_prefect  # a no-op rerun never pays Prefect's start-up
-        summary = _run_flow(source, settings, options) if flow else run_inline(plan).as_dict()
+        if plan.has_work and run_flow:  # the CLI's Prefect flow; a no-op rerun never pays its start-up
+            unsubscribe = progress.subscribe(print_documents())
+            try:
+                summary = run_flow(source, settings, options)
+            finally:
+                unsubscribe()
+        else:
+            summary = run_inline(plan).as_dict()
     except RunAbort as exc:
         say(f"aborted: {exc.kind}: {exc}")
         return 3
@@ -1365,23 +1371,7 @@ def run_narrate(
     return int(summary["exit_code"])
 
 
-def _run_flow(source: str, settings: Settings, options: NarrationOptions) -> dict[str, Any]:
-    from flows.narrate import bounded  # the CLI runs the flow; the core never needs it
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    public = settings.public_dict()
-    public.pop("out", None)
-    listener = _print_documents()
-    unsubscribe = progress.subscribe(listener)
-    try:
-        flow = bounded(document_workers(settings))
-        return flow(source=source, out=settings.out, options=public, narration=options.as_dict())
-    finally:
-        unsubscribe()
-
-
-def _print_documents() -> Callable[[str, dict[str, Any]], None]:
+def print_documents() -> Callable[[str, dict[str, Any]], None]:
     from rich.console import Console
 
     console = Console(highlight=False)
