@@ -73,6 +73,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(SUBTITLE_FORMATS)}")
         return tuple(value)  # type: ignore[arg-type]
 
+    @field_validator("shard")
+    @classmethod
+    def _check_shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        index, _, count = value.partition("/")
+        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            raise ValueError(f"--shard must be i/n with 0 <= i < n (e.g. 0/3), got {value!r}")
+        return value
+
     @field_validator("keyterms", mode="before")
     @classmethod
     def _split_keyterms(cls, value: object) -> object:

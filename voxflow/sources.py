@@ -287,7 +287,8 @@ def _walk_local(root: str, *, stat: bool) -> dict[str, dict[str, Any]]:
     """Files under a local folder with os.scandir: one stat per file (none without ``stat``),
     about 3× faster than fsspec's walk, which stats every entry through ``info``."""
     found: dict[str, dict[str, Any]] = {}
-    pending = [root.rstrip("/") or "/"]
+    top = root.rstrip("/") or "/"
+    pending = [top]
     visited: set[tuple[int, int]] = set()
     while pending:
         folder = pending.pop()
@@ -299,6 +300,10 @@ def _walk_local(root: str, *, stat: bool) -> dict[str, dict[str, Any]]:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except PermissionError:
+            if folder == top:
+                raise
+            continue  # an unreadable subfolder is left out, as fsspec's walk does
         for entry in entries:
             try:
                 if entry.is_dir():  # symlinks to folders are followed, like fsspec
@@ -383,24 +388,32 @@ def _mtime(info: dict[str, Any]) -> float:
 @contextlib.contextmanager
 def open_input(uri: str, *, cache_type: str = "readahead") -> Iterator[Any]:
     """A binary file object for ``uri`` that streams: ranged GETs of 8 MiB on a bucket,
-    never the whole object in memory. Errors become SourceError."""
+    never the whole object in memory. Failing to open it raises SourceError."""
     fs, path = resolve(uri)
     kwargs = {} if is_local(fs) else {"block_size": REMOTE_BLOCK, "cache_type": cache_type}
     try:
-        with fs.open(path, "rb", **kwargs) as fh:
-            yield fh
-    except PermissionError as exc:
-        raise SourceError(f"cannot read {uri}: permission denied") from exc
-    except FileNotFoundError as exc:
-        raise SourceError(f"cannot read {uri}: it no longer exists") from exc
+        fh = fs.open(path, "rb", **kwargs)
     except OSError as exc:
-        raise SourceError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+        raise _read_error(uri, exc) from exc
+    with fh:
+        yield fh
+
+
+def _read_error(uri: str, exc: BaseException) -> SourceError:
+    if isinstance(exc, PermissionError):
+        return SourceError(f"cannot read {uri}: permission denied")
+    if isinstance(exc, FileNotFoundError):
+        return SourceError(f"cannot read {uri}: it no longer exists")
+    return SourceError(f"cannot read {uri}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def read_bytes(uri: str) -> bytes:
     """The whole content of a (small) file: documents, lexicons, manifests."""
     with open_input(uri) as fh:
-        return fh.read()
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise _read_error(uri, exc) from exc
 
 
 def content_hash(uri: str, size: int | None = None) -> str:
@@ -414,15 +427,16 @@ def content_hash(uri: str, size: int | None = None) -> str:
         if not is_local(fs):
             try:
                 digest.update(fs.cat_file(path))
-            except FileNotFoundError as exc:
-                raise SourceError(f"cannot read {uri}: it no longer exists") from exc
             except OSError as exc:
-                raise SourceError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+                raise _read_error(uri, exc) from exc
             return digest.hexdigest()
     block = HASH_BLOCK if "://" not in uri else REMOTE_BLOCK
     with open_input(uri, cache_type="none") as fh:  # one GET per block, nothing kept
-        while chunk := fh.read(block):
-            digest.update(chunk)
+        try:
+            while chunk := fh.read(block):
+                digest.update(chunk)
+        except OSError as exc:
+            raise _read_error(uri, exc) from exc
     return digest.hexdigest()
 
 
@@ -439,10 +453,8 @@ def local_copy(uri: str, suffix: str = "") -> Iterator[str]:
     try:
         try:
             fs.get_file(path, tmp)
-        except FileNotFoundError as exc:
-            raise SourceError(f"cannot read {uri}: it no longer exists") from exc
         except OSError as exc:
-            raise SourceError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+            raise _read_error(uri, exc) from exc
         yield tmp
     finally:
         Path(tmp).unlink(missing_ok=True)
