@@ -5,29 +5,18 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from voxflow.errors import RunAbort
+from tasks.retry import TASK_RETRIES, TASK_RETRY_DELAY_S, infrastructure_fault
 from voxflow.models import Recording, RecordingResult
 from voxflow.transcription import get_run, restore_recording, transcribe_recording
-
-
-def _infrastructure_fault(task, task_run, state) -> bool:
-    """Retry only what is neither a run abort nor a handled per-file error."""
-    try:
-        state.result()
-    except RunAbort:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 @task(
     name="transcribe-recording",
     task_run_name="transcribe {rec.rel_path}",
     cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=2,
-    retry_condition_fn=_infrastructure_fault,
+    retries=TASK_RETRIES,
+    retry_delay_seconds=TASK_RETRY_DELAY_S,
+    retry_condition_fn=infrastructure_fault,
 )
 def transcribe_recording_task(rec: Recording, run_id: str) -> RecordingResult:
     """Probe, transcode, transcribe and write one recording (errors become a failed row)."""

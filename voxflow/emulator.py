@@ -50,8 +50,6 @@ import math
 import os
 import random
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -371,37 +369,14 @@ def _sha256(data: bytes) -> str:
 
 
 def decode_to_pcm(data: bytes, fmt: str) -> bytes:
-    """Any supported upload → 16 kHz mono s16le through ffmpeg (a temp file: m4a needs seeking)."""
-    from voxflow.media import tool
+    """Any supported upload → 16 kHz mono s16le (voxflow.media); ValueError if it does not decode."""
+    from voxflow.errors import AudioError
+    from voxflow.media import decode_to_pcm as decode
 
-    if fmt == "pcm":
-        return data
-    with tempfile.NamedTemporaryFile(suffix=f".{fmt}") as src:
-        src.write(data)
-        src.flush()
-        cmd = [
-            tool("ffmpeg"),
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            src.name,
-            "-map",
-            "0:a:0",
-            "-f",
-            "s16le",
-            "-ac",
-            "1",
-            "-ar",
-            str(PCM_RATE),
-            "pipe:1",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ValueError(lines[-1][:200] if lines else "no audio decoded")
-    return proc.stdout
+    try:
+        return decode(data, fmt, sample_rate=PCM_RATE)
+    except AudioError as exc:
+        raise ValueError(str(exc)[:200]) from None
 
 
 _FAKE_TEXT = (

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -314,6 +315,23 @@ def encode_pcm(pcm: bytes, fmt: str, *, sample_rate: int = SAMPLE_RATE, bitrate:
     proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
     if proc.returncode != 0:
         raise AudioError(f"ffmpeg could not encode {fmt}: {_last_line(proc.stderr.decode())}")
+    return proc.stdout
+
+
+def decode_to_pcm(data: bytes, fmt: str = "", *, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encoded audio bytes (mp3, flac, m4a, ogg, wav …) → mono s16le PCM at ``sample_rate``.
+
+    Goes through a temp file, not a pipe: some containers (m4a) need to seek."""
+    if fmt == "pcm":
+        return data
+    with tempfile.NamedTemporaryFile(suffix=f".{fmt or 'bin'}") as src:
+        src.write(data)
+        src.flush()
+        cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", src.name,
+               "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        raise AudioError(f"cannot decode the audio ({_last_line(proc.stderr.decode(errors='replace')) or 'empty'})")
     return proc.stdout
 
 

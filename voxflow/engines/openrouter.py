@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import re
-import subprocess
 import threading
 import time
 import wave
@@ -858,16 +857,13 @@ def _speech_response(response: httpx.Response) -> _RawAudio:
 
 
 def decode_audio(data: bytes, *, rate: int = MP3_DECODE_RATE) -> bytes:
-    """mp3 (or any container ffmpeg reads) → mono s16le PCM at ``rate``, through ffmpeg."""
-    from voxflow.media import tool
+    """mp3 (or any container ffmpeg reads) → mono s16le PCM at ``rate`` (voxflow.media)."""
+    from voxflow.media import decode_to_pcm
 
-    cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-           "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"cannot decode speech audio ({reason[-1] if reason else 'empty'})")
-    return proc.stdout
+    try:
+        return decode_to_pcm(data, "mp3", sample_rate=rate)
+    except AudioError as exc:
+        raise AudioError(f"cannot decode speech audio: {exc}") from exc
 
 
 async def speech_audio(raw: _RawAudio) -> tuple[bytes, int, int]:
