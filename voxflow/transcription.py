@@ -326,7 +326,10 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         )
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
     warnings = [w for w in (prepared.decode_warning, stats.note) if w]
-    outputs = write_sidecars(rec, transcript, prepared.duration_ms, ctx.plan, ctx.settings)
+    # Cues end inside the recording as any player sees it: the shorter of the container's
+    # duration and what decoded (they differ by encoder padding, or by a truncated tail).
+    playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
+    outputs = write_sidecars(rec, transcript, playable_ms, ctx.plan, ctx.settings)
     result = RecordingResult(
         recording=rec,
         status="done",
