@@ -114,3 +114,22 @@ class BudgetExceeded(RunAbort):
 
 class OutputError(VoxflowError):
     """A sidecar, audiobook or Parquet part cannot be written."""
+
+
+def most_severe(group: BaseExceptionGroup) -> BaseException:
+    """The one error that explains a failed fan-out (an ``asyncio.TaskGroup``): a RunAbort
+    first, else the first real error; cancellations of the siblings are not the cause."""
+    import asyncio
+
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+
+    walk(group)
+    aborts = [e for e in leaves if isinstance(e, RunAbort)]
+    return (aborts or leaves or [group])[0]

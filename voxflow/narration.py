@@ -53,7 +53,7 @@ from voxflow.audiobook import (
 from voxflow.catalog import CatalogWriter
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
-from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, SourceError, VoxflowError
+from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, SourceError, VoxflowError, most_severe
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import Recording
 from voxflow.settings import Settings
@@ -447,7 +447,7 @@ async def synthesise_chunks(
             for key, chunk in todo.items():
                 group.create_task(one(key, chunk))
     except BaseExceptionGroup as group_error:
-        raise _first_error(group_error) from None
+        raise most_severe(group_error) from None
     finally:
         close = getattr(synth, "aclose", None)
         if callable(close) and not is_local_model(options.model):
@@ -476,22 +476,6 @@ def join_speech(parts: Sequence[SpeechAudio], gap_ms: int = 250) -> SpeechAudio:
         cost_usd=sum(p.cost_usd for p in parts),
         generation_id=",".join(ids) or None,
     )
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error that explains a failed fan-out: a RunAbort first, else the first one."""
-    flat: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        elif not isinstance(exc, asyncio.CancelledError):
-            flat.append(exc)
-
-    walk(group)
-    aborts = [e for e in flat if isinstance(e, RunAbort)]
-    return (aborts or flat or [group])[0]
 
 
 # --------------------------------------------------------------------------- one document

@@ -31,6 +31,7 @@ from voxflow.errors import (
     RunAbort,
     SourceError,
     VoxflowError,
+    most_severe,
 )
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
@@ -403,21 +404,6 @@ async def transcribe_prepared(
     parts = [t.result() for t in tasks]
     stats.checkpoints = checkpoints
     return stitch(parts, ctx.settings.language), stats
-
-
-def most_severe(group: BaseExceptionGroup) -> BaseException:
-    """The one error of a failed fan-out worth reporting: a run abort first, else the first."""
-    leaves: list[BaseException] = []
-
-    def flatten(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                flatten(inner)
-        else:
-            leaves.append(exc)
-
-    flatten(group)
-    return next((e for e in leaves if isinstance(e, RunAbort)), leaves[0])
 
 
 def _all_silence(span: Span, silences: tuple[Span, ...]) -> bool:

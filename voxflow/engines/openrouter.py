@@ -505,7 +505,30 @@ class _Bearer(httpx.Auth):
 # ─── speech to text ─────────────────────────────────────────────────────────────────────
 
 
-class OpenRouterTranscriber:
+class _Engine:
+    """What both OpenRouter engines share: the client, its limiter hook, a safe repr."""
+
+    model: str
+    client: OpenRouterClient
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.client.base_url!r})"
+
+    @property
+    def limiter(self) -> RequestLimiter | None:
+        return self.client.limiter
+
+    @limiter.setter
+    def limiter(self, value: RequestLimiter | None) -> None:
+        self.client.limiter = value
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent by this engine so far (first tries and retries)."""
+        return self.client.requests_sent
+
+
+class OpenRouterTranscriber(_Engine):
     """Speech to text through ``POST /audio/transcriptions`` (JSON with base64 audio).
 
     Asks for ``verbose_json`` with segment and word times unless the model is known to
@@ -537,22 +560,6 @@ class OpenRouterTranscriber:
         self.pricing: dict[str, Any] | None = dict(pricing) if pricing else None
         self._pricing_tried = pricing is not None
         self.client = OpenRouterClient(settings, limiter=limiter, transport=transport, sleep=sleep)
-
-    def __repr__(self) -> str:
-        return f"OpenRouterTranscriber(model={self.model!r}, base_url={self.client.base_url!r})"
-
-    @property
-    def limiter(self) -> RequestLimiter | None:
-        return self.client.limiter
-
-    @limiter.setter
-    def limiter(self, value: RequestLimiter | None) -> None:
-        self.client.limiter = value
-
-    @property
-    def requests_sent(self) -> int:
-        """HTTP requests sent by this engine so far (first tries and retries)."""
-        return self.client.requests_sent
 
     def max_upload_bytes(self) -> int:
         """Largest encoded chunk that keeps the base64 JSON body under ``max_body_bytes``."""
@@ -891,7 +898,7 @@ async def speech_audio(raw: _RawAudio) -> tuple[bytes, int, int]:
     return pcm, MP3_DECODE_RATE, 1
 
 
-class OpenRouterSynthesizer:
+class OpenRouterSynthesizer(_Engine):
     """Text to speech through ``POST /audio/speech``; asks for lossless ``pcm``."""
 
     def __init__(
@@ -917,21 +924,6 @@ class OpenRouterSynthesizer:
         self.pricing: dict[str, Any] | None = dict(pricing) if pricing else None
         self._pricing_tried = pricing is not None
         self.client = OpenRouterClient(settings, limiter=limiter, transport=transport, sleep=sleep)
-
-    def __repr__(self) -> str:
-        return f"OpenRouterSynthesizer(model={self.model!r}, base_url={self.client.base_url!r})"
-
-    @property
-    def limiter(self) -> RequestLimiter | None:
-        return self.client.limiter
-
-    @limiter.setter
-    def limiter(self, value: RequestLimiter | None) -> None:
-        self.client.limiter = value
-
-    @property
-    def requests_sent(self) -> int:
-        return self.client.requests_sent
 
     async def prepare(self) -> dict[str, Any]:
         """Check key, model and voice before a batch; keeps pricing for estimates."""
