@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from voxflow.errors import ConfigError, TextError
+from voxflow.models import language_code
 
 TEXT_EXTENSIONS = {"txt": "txt", "text": "txt", "md": "md", "markdown": "md", "epub": "epub"}
 DEFAULT_MAX_CHARS = 4096
@@ -589,22 +590,9 @@ def _strip_gutenberg(text: str, notes: _Notes) -> str:
 
 
 def _language_code(value: str | None) -> str | None:
-    if not value:
-        return None
-    value = value.strip().lower()
-    names = {
-        "english": "en",
-        "french": "fr",
-        "german": "de",
-        "spanish": "es",
-        "italian": "it",
-        "dutch": "nl",
-        "russian": "ru",
-        "polish": "pl",
-        "danish": "da",
-        "greek": "el",
-    }
-    return names.get(value, value.replace("_", "-").split("-")[0][:3] or None)
+    """A document's declared language as ISO-639-1 (models.language_code), None if unknown."""
+    code = language_code(value)
+    return None if code == "und" else code
 
 
 # --- Markdown --------------------------------------------------------------------------
