@@ -508,8 +508,12 @@ class _Bearer(httpx.Auth):
 class _Engine:
     """What both OpenRouter engines share: the client, its limiter hook, a safe repr."""
 
+    kind: Kind  # the modality, as GET /models names it
     model: str
+    settings: Settings
     client: OpenRouterClient
+    pricing: dict[str, Any] | None
+    _pricing_tried: bool
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.client.base_url!r})"
@@ -527,6 +531,28 @@ class _Engine:
         """HTTP requests sent by this engine so far (first tries and retries)."""
         return self.client.requests_sent
 
+    async def prepare(self) -> dict[str, Any]:
+        """Check key, model (and voice) before a batch; keeps the model's pricing for estimates."""
+        info = await validate_model(
+            self.settings,
+            self.model,
+            self.kind,
+            getattr(self, "voice", None),
+            transport=self.client._transport,
+            sleep=self.client.sleep,
+        )
+        self.pricing = info.get("pricing") or None
+        self._pricing_tried = True
+        return info
+
+    async def load_pricing(self) -> dict[str, Any] | None:
+        """The model's pricing from ``/models`` (once; None if unlisted or unreachable)."""
+        if not self._pricing_tried:
+            self._pricing_tried = True
+            client = self.client
+            self.pricing = await _model_pricing(self.settings, self.model, self.kind, client._transport, client.sleep)
+        return self.pricing
+
 
 class OpenRouterTranscriber(_Engine):
     """Speech to text through ``POST /audio/transcriptions`` (JSON with base64 audio).
@@ -536,6 +562,7 @@ class OpenRouterTranscriber(_Engine):
     plain ``json`` for the rest of the run and returns ``Transcript(timed=False)``.
     """
 
+    kind = "transcription"
     upload_format = "flac"
     max_chunk_s = 600.0
 
@@ -564,29 +591,6 @@ class OpenRouterTranscriber(_Engine):
     def max_upload_bytes(self) -> int:
         """Largest encoded chunk that keeps the base64 JSON body under ``max_body_bytes``."""
         return (self.max_body_bytes - BODY_OVERHEAD_BYTES) * 3 // 4
-
-    async def prepare(self) -> dict[str, Any]:
-        """Check key and model before a batch; keeps the model's pricing for estimates."""
-        info = await validate_model(
-            self.settings,
-            self.model,
-            "transcription",
-            transport=self.client._transport,
-            sleep=self.client.sleep,
-        )
-        self.pricing = info.get("pricing") or None
-        self._pricing_tried = True
-        return info
-
-    async def load_pricing(self) -> dict[str, Any] | None:
-        """The model's pricing from ``/models`` (once; None if unlisted or unreachable)."""
-        if not self._pricing_tried:
-            self._pricing_tried = True
-            client = self.client
-            self.pricing = await _model_pricing(
-                self.settings, self.model, "transcription", client._transport, client.sleep
-            )
-        return self.pricing
 
     def estimate_cost(self, duration_ms: int) -> float:
         """USD this model would charge for ``duration_ms`` of audio (0.0 if pricing unknown)."""
@@ -901,6 +905,8 @@ async def speech_audio(raw: _RawAudio) -> tuple[bytes, int, int]:
 class OpenRouterSynthesizer(_Engine):
     """Text to speech through ``POST /audio/speech``; asks for lossless ``pcm``."""
 
+    kind = "speech"
+
     def __init__(
         self,
         model: str,
@@ -924,28 +930,6 @@ class OpenRouterSynthesizer(_Engine):
         self.pricing: dict[str, Any] | None = dict(pricing) if pricing else None
         self._pricing_tried = pricing is not None
         self.client = OpenRouterClient(settings, limiter=limiter, transport=transport, sleep=sleep)
-
-    async def prepare(self) -> dict[str, Any]:
-        """Check key, model and voice before a batch; keeps pricing for estimates."""
-        info = await validate_model(
-            self.settings,
-            self.model,
-            "speech",
-            self.voice,
-            transport=self.client._transport,
-            sleep=self.client.sleep,
-        )
-        self.pricing = info.get("pricing") or None
-        self._pricing_tried = True
-        return info
-
-    async def load_pricing(self) -> dict[str, Any] | None:
-        """The model's pricing from ``/models`` (once; None if unlisted or unreachable)."""
-        if not self._pricing_tried:
-            self._pricing_tried = True
-            client = self.client
-            self.pricing = await _model_pricing(self.settings, self.model, "speech", client._transport, client.sleep)
-        return self.pricing
 
     def estimate_cost(self, chars: int) -> float:
         """USD for speaking ``chars`` characters (0.0 if pricing unknown)."""
