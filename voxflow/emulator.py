@@ -540,23 +540,28 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
         state.record(entry)
         return response
 
-    # ── POST /audio/transcriptions ──
-    async def transcriptions_work(request: Request, entry: dict[str, Any]) -> Response:
-        body = await _read_json(request, config.max_body_bytes)
+    def requested_model(body: dict[str, Any], entry: dict[str, Any], models: Mapping[str, Any], kind: str) -> Any:
+        """The body's model: 400 if missing, 404 if unknown, 402 once the credit is spent."""
         model_id = body.get("model")
         if not isinstance(model_id, str) or not model_id:
             raise _Problem(400, "'model' is required")
         entry["model"] = model_id
-        model = state.stt.get(model_id)
+        model = models.get(model_id)
         if model is None:
-            raise _Problem(404, f"No transcription model found with id '{model_id}'")
+            raise _Problem(404, f"No {kind} model found with id '{model_id}'")
         if not state.credit_left():
             raise _Problem(402, "Insufficient credits. Add more using https://openrouter.ai/credits")
+        return model
+
+    # ── POST /audio/transcriptions ──
+    async def transcriptions_work(request: Request, entry: dict[str, Any]) -> Response:
+        body = await _read_json(request, config.max_body_bytes)
+        model = requested_model(body, entry, state.stt, "transcription")
         audio = body.get("input_audio")
         if not isinstance(audio, dict):
             raise _Problem(400, "'input_audio' is required: {data, format} or {url}")
         if "url" in audio and "data" not in audio:
-            raise _Problem(400, f"Provider for {model_id} does not support audio URLs")
+            raise _Problem(400, f"Provider for {model.id} does not support audio URLs")
         fmt = audio.get("format")
         if fmt not in INPUT_FORMATS:
             raise _Problem(
@@ -633,28 +638,20 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
     # ── POST /audio/speech ──
     async def speech_work(request: Request, entry: dict[str, Any]) -> Response:
         body = await _read_json(request, config.max_body_bytes)
-        model_id = body.get("model")
-        if not isinstance(model_id, str) or not model_id:
-            raise _Problem(400, "'model' is required")
-        entry["model"] = model_id
-        model = state.tts.get(model_id)
-        if model is None:
-            raise _Problem(404, f"No speech model found with id '{model_id}'")
-        if not state.credit_left():
-            raise _Problem(402, "Insufficient credits. Add more using https://openrouter.ai/credits")
+        model = requested_model(body, entry, state.tts, "speech")
         text = _speech_text(body.get("input"))
         entry["sha256"] = _sha256(text.encode())
         entry["chars"] = len(text)
         if len(text) > model.max_chars:
             raise _Problem(
                 400,
-                f"'input' is {len(text)} characters; {model_id} takes at most {model.max_chars}",
+                f"'input' is {len(text)} characters; {model.id} takes at most {model.max_chars}",
             )
         voice = body.get("voice", model.voices[0])
         if voice not in model.voices:
             raise _Problem(
                 400,
-                f"Voice {voice!r} is not supported by {model_id}; supported: {', '.join(model.voices)}",
+                f"Voice {voice!r} is not supported by {model.id}; supported: {', '.join(model.voices)}",
             )
         fmt = body.get("response_format", "pcm")
         if fmt not in ("pcm", "mp3"):
@@ -664,7 +661,7 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
             if not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
                 raise _Problem(400, "'speed' must be a number from 0.25 to 4.0")
             if not model.speed and speed != 1.0:
-                raise _Problem(400, f"{model_id} does not support the 'speed' parameter")
+                raise _Problem(400, f"{model.id} does not support the 'speed' parameter")
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise _Problem(400, "'instructions' must be a string")

@@ -1090,51 +1090,43 @@ def narrate(doc: DocumentRef, run: NarrationRun) -> list[dict[str, Any]]:
     """Narrate one planned document in a run (rows go to the run's catalog writer)."""
     plan = run.plan
     if run.aborted is not None:
-        rows = [
-            _failed_row(
-                doc.uri,
-                doc.rel_path,
-                run.synth.model,
-                plan.settings.voice,
-                run.run_id,
-                run.aborted,
-                _now(),
-                SynthStats(),
-                prefix="not started: ",
-            )
-        ]
-    else:
-        try:
-            rows = narrate_document(
-                doc.uri,
-                plan.settings,
-                run.out,
-                run.synth,
-                run.limiter,
-                run.budget,
-                run.run_id,
-                rel_path=doc.rel_path,
-                book_key=plan.keys.get(doc.rel_path),
-                options=plan.options,
-            )
-        except RunAbort as exc:
-            run.aborted = run.aborted or exc
-            rows = [
-                _failed_row(
-                    doc.uri,
-                    doc.rel_path,
-                    run.synth.model,
-                    plan.settings.voice,
-                    run.run_id,
-                    exc,
-                    _now(),
-                    SynthStats(),
-                    prefix="aborted: ",
-                )
-            ]
-            run.catalog.add_rows("narrations", rows)
-            run.results.append(rows)
-            raise
+        return _keep_rows(run, [_run_failure_row(doc, run, run.aborted, "not started: ")])
+    try:
+        rows = narrate_document(
+            doc.uri,
+            plan.settings,
+            run.out,
+            run.synth,
+            run.limiter,
+            run.budget,
+            run.run_id,
+            rel_path=doc.rel_path,
+            book_key=plan.keys.get(doc.rel_path),
+            options=plan.options,
+        )
+    except RunAbort as exc:
+        run.aborted = run.aborted or exc
+        _keep_rows(run, [_run_failure_row(doc, run, exc, "aborted: ")])
+        raise
+    return _keep_rows(run, rows)
+
+
+def _run_failure_row(doc: DocumentRef, run: NarrationRun, exc: BaseException, prefix: str) -> dict[str, Any]:
+    """The row of a document the run's abort stopped (before or while narrating it)."""
+    return _failed_row(
+        doc.uri,
+        doc.rel_path,
+        run.synth.model,
+        run.plan.settings.voice,
+        run.run_id,
+        exc,
+        _now(),
+        SynthStats(),
+        prefix=prefix,
+    )
+
+
+def _keep_rows(run: NarrationRun, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     run.catalog.add_rows("narrations", rows)
     run.results.append(rows)
     return rows

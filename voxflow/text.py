@@ -563,12 +563,19 @@ def _plain_document(uri: str, text: str, stem: str, encoding: str, notes: _Notes
         result.append(Chapter(0, title, tuple(preamble)))
     for t, spoken, paras in chapters:
         result.append(Chapter(len(result), t, tuple(paras), spoken))
+    return _text_document(uri, "txt", title, meta, result, encoding, notes)
+
+
+def _text_document(
+    uri: str, fmt: str, title: str, meta: dict[str, str], chapters: list[Chapter], encoding: str, notes: _Notes
+) -> Document:
+    """A txt or Markdown document: author and language from its header or front matter."""
     return Document(
         uri=uri,
-        format="txt",
+        format=fmt,
         title=title,
         author=meta.get("author"),
-        chapters=tuple(result),
+        chapters=tuple(chapters),
         language=_language_code(meta.get("language")),
         encoding=encoding,
         notes=tuple(notes.items),
@@ -666,16 +673,7 @@ def _markdown_document(uri: str, text: str, stem: str, encoding: str, notes: _No
         result.append(Chapter(0, title, tuple(preamble)))
     for heading, paras in chapters:
         result.append(Chapter(len(result), heading, tuple(paras)))
-    return Document(
-        uri=uri,
-        format="md",
-        title=title,
-        author=meta.get("author"),
-        chapters=tuple(result),
-        language=_language_code(meta.get("language")),
-        encoding=encoding,
-        notes=tuple(notes.items),
-    )
+    return _text_document(uri, "md", title, meta, result, encoding, notes)
 
 
 def _inline_text(token: Any, notes: _Notes) -> str:

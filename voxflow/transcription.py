@@ -52,6 +52,7 @@ from voxflow.sources import (
     ScanResult,
     find_paths,
     full_uri,
+    local_copy,
     new_run_id,
     resolve,
     scan,
@@ -310,8 +311,6 @@ def _failed(
 
 
 def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[RecordingResult, ChunkCheckpoints | None]:
-    from voxflow.sources import local_copy
-
     suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
     with (
         local_copy(rec.uri, suffix=suffix) as path,
