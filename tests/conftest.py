@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,11 @@ os.environ.pop("PREFECT_API_URL", None)
 def reference_texts() -> dict[str, str]:
     data = json.loads((SAMPLES / "transcripts.json").read_text())
     return {name: v["text"] for name, v in data.items() if v["text"] and not v.get("approximate")}
+
+
+def normal_words(text: str) -> str:
+    """Lower-case words without punctuation, for word error rates (jiwer)."""
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
 def ffmpeg(*args: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import srt
 import webvtt
 
 from tests.conftest import ROOT, make_bad_inputs, reference_texts, unprivileged
+from tests.conftest import normal_words as words
 from voxflow.settings import load_settings
 from voxflow.transcription import plan_run, run_inline
 
@@ -42,10 +42,6 @@ TRANSCRIPT_COLUMNS = {
     "finished_at",
     "outputs",
 }
-
-
-def words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
 def transcripts(out: Path) -> list[dict]:

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -114,7 +114,8 @@ def shape_cues(
     if not tokens:
         return []
     spans = _partition(tokens, limits)
-    return _time_cues(tokens, spans, limits)
+    spoken = [(tokens[i].start_ms, tokens[j - 1].end_ms) for i, j in spans]
+    return _give_short_cues_room(_time_cues(tokens, spans, limits), spoken, limits)
 
 
 def _tokens(segments: Sequence[Segment]) -> list[_Token]:
@@ -300,6 +301,116 @@ def _time_cues(tokens: list[_Token], spans: list[tuple[int, int]], limits: _Limi
         text = wrap_lines(words, limits.max_line_chars)
         cues.append(Cue(start, end, text, tokens[i].speaker))
     return cues
+
+
+def _give_short_cues_room(cues: list[Cue], spoken: list[tuple[int, int]], limits: _Limits) -> list[Cue]:
+    """No cue stays shorter than ``min_cue_ms`` while it can grow into silence, join a touching
+    neighbour (speaker, lines and length allow) or take a touching neighbour's time beyond both
+    ``min_cue_ms`` and that neighbour's own words; none stays 0 ms while the recording has room.
+
+    ``spoken[k]`` is (first word's start, last word's end) of cue ``k``, kept in step.
+    """
+    for _ in range(4 * len(cues) + 1):  # each round grows, joins or lends; bounded anyway
+        before = list(cues)
+        k = 0
+        while k < len(cues):
+            if _span(cues[k]) >= min(limits.min_cue_ms, limits.duration_ms):
+                k += 1
+                continue
+            cues[k] = _into_silence(cues, k, limits)
+            if _span(cues[k]) >= min(limits.min_cue_ms, limits.duration_ms):
+                continue
+            joined = _join_neighbour(cues, spoken, k, limits)
+            if joined is not None:
+                k = max(joined - 1, 0)
+                continue
+            _borrow(cues, spoken, k, limits.min_cue_ms, limits)
+            if _span(cues[k]) == 0:
+                _borrow(cues, spoken, k, 0, limits)
+            if _span(cues[k]) == 0:
+                _shift_one_ms(cues, k)
+            k += 1
+        if cues == before:
+            break
+    return cues
+
+
+def _span(cue: Cue) -> int:
+    return cue.end_ms - cue.start_ms
+
+
+def _touching(cues: list[Cue], k: int) -> bool:
+    """Whether cue ``k`` ends where cue ``k + 1`` starts (no silence between them to use)."""
+    return 0 <= k < len(cues) - 1 and cues[k].end_ms >= cues[k + 1].start_ms
+
+
+def _join_neighbour(cues: list[Cue], spoken: list[tuple[int, int]], k: int, limits: _Limits) -> int | None:
+    """Merge cue ``k`` into a touching neighbour when one cue can hold both; the merged index."""
+    for a in (k - 1, k):
+        if not _touching(cues, a):
+            continue
+        first, second = cues[a], cues[a + 1]
+        words = first.text.split() + second.text.split()
+        text = wrap_lines(words, limits.max_line_chars)
+        fits = text.count("\n") < limits.max_lines and all(len(w) <= limits.max_line_chars for w in words)
+        if first.speaker == second.speaker and fits and second.end_ms - first.start_ms <= limits.max_cue_ms:
+            cues[a : a + 2] = [Cue(first.start_ms, second.end_ms, text, first.speaker)]
+            spoken[a : a + 2] = [(spoken[a][0], spoken[a + 1][1])]
+            return a
+    return None
+
+
+def _borrow(cues: list[Cue], spoken: list[tuple[int, int]], k: int, keep_ms: int, limits: _Limits) -> None:
+    """Move cue ``k``'s edges into touching neighbours, never into their words, leaving each
+    at least ``keep_ms`` (with ``keep_ms`` 0: at most half of the neighbour's time)."""
+    for j in (k - 1, k + 1):
+        if not _touching(cues, min(j, k)):
+            continue
+        other, cue, gap = cues[j], cues[k], limits.min_gap_ms
+        need = max(keep_ms, 1) - _span(cue)
+        spare = _span(other) - keep_ms if keep_ms else _span(other) // 2
+        if j < k:  # the neighbour ends before its last word's end + the gap
+            take = min(need, spare, cue.start_ms - gap - spoken[j][1])
+            if take > 0:
+                start = cue.start_ms - take
+                cues[j] = replace(other, end_ms=min(other.end_ms, start - gap))
+                cues[k] = replace(cue, start_ms=start)
+        else:  # the neighbour starts after the cue's new end + the gap, by its first word
+            take = min(need, spare, spoken[j][0] - gap - cue.end_ms)
+            if take > 0:
+                end = cue.end_ms + take
+                cues[j] = _extended(cues, j, replace(other, start_ms=max(other.start_ms, end + gap)), limits)
+                cues[k] = replace(cue, end_ms=end)
+
+
+def _shift_one_ms(cues: list[Cue], k: int) -> None:
+    """Give a 0 ms cue one millisecond from the nearest cue of its touching run that has two,
+    shifting the cues between by 1 ms (only crammed input, with 0 ms words, gets here)."""
+    for j in sorted(range(len(cues)), key=lambda i: abs(i - k)):
+        lo, hi = min(j, k), max(j, k)
+        if _span(cues[j]) < 2 or not all(_touching(cues, i) for i in range(lo, hi)):
+            continue
+        step = -1 if j < k else 1
+        for i in range(lo, hi):  # the boundary between i and i + 1 moves by ``step``
+            cues[i] = replace(cues[i], end_ms=cues[i].end_ms + step)
+            cues[i + 1] = replace(cues[i + 1], start_ms=cues[i + 1].start_ms + step)
+        return
+
+
+def _into_silence(cues: list[Cue], k: int, limits: _Limits) -> Cue:
+    """Cue ``k`` grown into the silence after it, then before it, towards ``min_cue_ms``."""
+    cue = _extended(cues, k, cues[k], limits)
+    earliest = cues[k - 1].end_ms + limits.min_gap_ms if k else 0
+    start = max(min(cue.start_ms, cue.end_ms - limits.min_cue_ms), min(earliest, cue.start_ms))
+    return replace(cue, start_ms=start)
+
+
+def _extended(cues: list[Cue], j: int, cue: Cue, limits: _Limits) -> Cue:
+    """``cue`` (at index ``j``) with its end moved into the silence after it, towards the
+    time its text needs, as ``_time_cues`` does."""
+    room = cues[j + 1].start_ms - limits.min_gap_ms if j + 1 < len(cues) else limits.duration_ms
+    want = min(max(limits.min_cue_ms, limits.needed_ms(len(cue.text.replace("\n", " ")))), limits.max_cue_ms)
+    return replace(cue, end_ms=max(cue.end_ms, min(cue.start_ms + want, room, limits.duration_ms)))
 
 
 def wrap_lines(words: Sequence[str], max_line_chars: int = 42) -> str:

@@ -33,6 +33,7 @@ from voxflow.errors import (
     VoxflowError,
     most_severe,
 )
+from voxflow.gates import GatedSegments, gate_segments
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
     AudioChunk,
@@ -325,7 +326,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
             expected_ms=info.duration_ms,
         )
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
-    warnings = [w for w in (prepared.decode_warning, stats.note) if w]
+    warnings = [w for w in (prepared.decode_warning, stats.note, stats.gate_note) if w]
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
@@ -357,6 +358,20 @@ class ChunkStats:
     requests: int = 0
     note: str = ""
     checkpoints: ChunkCheckpoints | None = None  # cleared once the catalog has the result
+    segments_dropped: int = 0  # refused by a hallucination gate (voxflow/gates.py)
+    max_chars_per_s: float = 0.0  # the fastest kept segment
+
+    def count_gated(self, gated: GatedSegments) -> None:
+        self.segments_dropped += gated.n_dropped
+        self.max_chars_per_s = max(self.max_chars_per_s, gated.max_chars_per_s)
+
+    @property
+    def gate_note(self) -> str:
+        if not self.segments_dropped:
+            return ""
+        return (
+            f"{self.segments_dropped} segment(s) dropped by the hallucination gates (looping or impossibly fast text)"
+        )
 
 
 async def _transcribe_and_close(
@@ -433,9 +448,18 @@ async def _transcribe_span(
         return await _split_and_transcribe(span, prepared, ctx, checkpoints, stats)
     if not part.timed and part.text.strip():
         part = await _timed_from_text(part, span, prepared)
-    part = _clamped(part.shifted(span.start_ms), span)
+    part = _gated(_clamped(part.shifted(span.start_ms), span), stats)
     checkpoints.save(span, part)
     return part
+
+
+def _gated(part: Transcript, stats: ChunkStats) -> Transcript:
+    """``part`` without the segments a hallucination gate refuses (counted in ``stats``)."""
+    gated = gate_segments(part.segments)
+    stats.count_gated(gated)
+    if not gated.n_dropped:
+        return part
+    return replace(part, text=" ".join(s.text.strip() for s in gated.kept), segments=gated.kept)
 
 
 async def _split_and_transcribe(

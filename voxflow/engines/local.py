@@ -19,12 +19,15 @@ import numpy as np
 
 from voxflow.engines.base import LOCAL_PREFIX, SpeechAudio, SynthesisOptions, TranscribeOptions
 from voxflow.errors import ConfigError, EngineError
+from voxflow.gates import MAX_COMPRESSION_RATIO
 from voxflow.models import AudioChunk, Segment, Transcript, Word
 
 BUNDLED_STT = "tiny.en"
 BUNDLED_VOICE = "en_US-joe-medium"
 NO_SPEECH_PROB = 0.6  # with a low log-prob: a segment Whisper imagined in silence
 LOW_LOGPROB = -1.0
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SAMPLING_SEED = 0
 
 
 def _model_name(model: str) -> str:
@@ -96,17 +99,23 @@ class LocalTranscriber:
         return await asyncio.to_thread(self._transcribe_sync, chunk.data, options)
 
     def _transcribe_sync(self, pcm: bytes, options: TranscribeOptions) -> Transcript:
+        import ctranslate2
+
         samples = pcm_to_float(pcm)
         language = "en" if self.english_only else options.language
         with self._lock:
             whisper = self.load()
+            ctranslate2.set_random_seed(SAMPLING_SEED)  # fallback sampling: same answer each run
             raw, info = whisper.transcribe(
                 samples,
                 language=language,
                 vad_filter=True,
                 word_timestamps=True,
                 condition_on_previous_text=False,
-                temperature=options.temperature if options.temperature is not None else 0.0,
+                temperature=_temperatures(options.temperature),
+                compression_ratio_threshold=MAX_COMPRESSION_RATIO,
+                log_prob_threshold=LOW_LOGPROB,
+                no_speech_threshold=NO_SPEECH_PROB,
                 beam_size=5,
             )
             segments = [s for s in (_segment(r) for r in raw) if s is not None]
@@ -115,6 +124,14 @@ class LocalTranscriber:
             language=info.language or language or "und",
             segments=tuple(segments),
         )
+
+
+def _temperatures(asked: float | None) -> tuple[float, ...]:
+    """Greedy first, then Whisper's fallback ladder: a window that loops (compression ratio
+    over 2.4) or is unsure (mean log-prob under -1) is decoded again, hotter. A temperature
+    the user set starts the ladder."""
+    start = asked if asked is not None else 0.0
+    return tuple(t for t in FALLBACK_TEMPERATURES if t >= start) or (start,)
 
 
 def _segment(raw: Any) -> Segment | None:
