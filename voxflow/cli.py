@@ -3,11 +3,14 @@ the catalog; exit codes: 0 done, 1 some items failed, 2 usage/config error, 3 ru
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,38 +18,150 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from voxflow import progress as events
-from voxflow.errors import ConfigError, RunAbort, SourceError, VoxflowError
+from voxflow.errors import ConfigError, ExitCode, RunAbort, SourceError, explain
 from voxflow.settings import Settings, load_settings
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: no "<bool>" column, defaults shown
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="voxflow: transcribe recordings into transcripts, subtitles and Parquet; narrate "
     "documents into audiobooks. Offline by default; OpenRouter when OPENROUTER_API_KEY is set.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
 out_console = Console()
+Command = TypeVar("Command", bound=Callable[..., Any])
 
-OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output folder or bucket URL.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model id (local/… or an OpenRouter id).")]
-ConcurrencyOpt = Annotated[int | None, typer.Option(help="Engine requests in flight (whole run).")]
-BudgetOpt = Annotated[float | None, typer.Option("--budget-usd", help="Stop starting work past this cost.")]
+
+def _default(text: str, field: str | None = None, shown: str = "") -> str:
+    """Help ``text`` with the setting's default (the flag itself defaults to "not given", so the
+    environment variable can set it) or the ``shown`` words."""
+    value = Settings.model_fields[field].default if field else shown
+    return f"{text}  [default: {','.join(value) if isinstance(value, tuple) else value}]"
+
+
+OutOpt = Annotated[str | None, typer.Option("--out", "-o", help=_default("Output folder or bucket URL.", "out"))]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=_default(
+            "Model id (local/… or an OpenRouter id).", shown="OpenRouter's with OPENROUTER_API_KEY, else local"
+        ),
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option(help=_default("Engine requests in flight (whole run).", "concurrency"))
+]
+BudgetOpt = Annotated[
+    float | None, typer.Option("--budget-usd", help=_default("Stop starting work past this cost.", shown="no limit"))
+]
+
+
+def _debug() -> bool:
+    return os.environ.get("VOXFLOW_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _report(exc: BaseException) -> int:
+    """The one place an error reaches the user: one line on stderr (the traceback too with
+    --debug) and the exit code it means."""
+    message, code = explain(exc)
+    if _debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    console.print(f"{'aborted' if code == ExitCode.ABORTED else 'error'}: {message}", markup=False, highlight=False)
+    return int(code)
+
+
+def guarded(command: Command) -> Command:
+    """``command`` with every error turned into one line and its exit code by ``_report``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException, typer.BadParameter):
+            raise
+        except Exception as exc:
+            raise typer.Exit(_report(exc)) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out_console.print(f"voxflow {version('voxflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="VOXFLOW_DEBUG", help="Show tracebacks with the error lines.")
+    ] = False,
+    _: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ["VOXFLOW_DEBUG"] = "1"
 
 
 def _prefect_defaults() -> None:
-    """Quiet, patient ephemeral Prefect unless the user configured otherwise."""
+    """Quiet, patient ephemeral Prefect unless the user configured otherwise. A failed flow's
+    traceback is Prefect's log; the user reads our one line instead (Prefect's with --debug or
+    PREFECT_LOGGING_LEVEL=INFO)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    if not _debug() and os.environ["PREFECT_LOGGING_LEVEL"].upper() not in ("DEBUG", "INFO"):
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "CRITICAL")
 
 
 def _settings(**flags: Any) -> Settings:
+    """Settings from the environment and ``flags``; a bad value raises ConfigError naming both."""
+    return load_settings(**flags)
+
+
+def _check_out(out: str) -> None:
+    """A local --out must be a folder we can create and write in: refuse it before any work."""
+    if "://" in out and not out.startswith("file://"):
+        return  # a bucket: its errors surface on first use
+    path = Path(out.removeprefix("file://")).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: name a folder (it is created if missing)")
     try:
-        return load_settings(**flags)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".voxflow-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out} cannot be written ({exc.strerror or exc}): name a folder you can write to"
+        ) from exc
+
+
+def _check_transcription(settings: Settings) -> None:
+    """Refuse settings the transcription engine would ignore, before any work."""
+    model = settings.transcription_model
+    if not model.startswith("local/"):
+        return  # OpenRouter models: checked against GET /models when there is work
+    if settings.diarize:
+        raise ConfigError(
+            f"--diarize needs an OpenRouter model that labels speakers; the offline engine {model} cannot "
+            "(set OPENROUTER_API_KEY and pick one with `voxflow models`)"
+        )
+    if model.endswith(".en") and settings.language not in (None, "en"):
+        raise ConfigError(
+            f"--language {settings.language}: {model} understands English only; "
+            "use a multilingual model (e.g. local/base) or leave --language out"
+        )
 
 
 def _say_engine(model: str, has_key: bool) -> None:
@@ -58,12 +173,15 @@ def _say_engine(model: str, has_key: bool) -> None:
 
 
 @app.command()
+@guarded
 def transcribe(
     source: Annotated[str, typer.Argument(help="Folder, file, or bucket URL (s3://…).")],
     out: OutOpt = None,
     model: ModelOpt = None,
-    language: Annotated[str | None, typer.Option(help="ISO-639-1 hint, e.g. en.")] = None,
-    formats: Annotated[str | None, typer.Option(help="Sidecars: any of srt,vtt,txt,json.")] = None,
+    language: Annotated[
+        str | None, typer.Option(help=_default("ISO-639-1 code (en, de, …) or auto.", shown="auto"))
+    ] = None,
+    formats: Annotated[str | None, typer.Option(help=_default("Sidecars: any of srt,vtt,txt,json.", "formats"))] = None,
     concurrency: ConcurrencyOpt = None,
     budget_usd: BudgetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo recordings already done.")] = False,
@@ -72,7 +190,8 @@ def transcribe(
         typer.Option("--beside-source", help="Write sidecars next to each recording (media-library mode)."),
     ] = False,
     settle_seconds: Annotated[
-        float | None, typer.Option(help="Leave files changed this recently for the next run.")
+        float | None,
+        typer.Option(help=_default("Leave files changed this recently for the next run.", "settle_seconds")),
     ] = None,
     diarize: Annotated[bool, typer.Option("--diarize", help="Speaker labels (models that support it).")] = False,
     keyterms: Annotated[str | None, typer.Option(help="Comma-separated vocabulary hints.")] = None,
@@ -101,12 +220,13 @@ def run_transcribe(source: str, settings: Settings) -> int:
     from voxflow.transcription import plan_run, run_inline
 
     started = time.monotonic()
+    _check_transcription(settings)
+    _check_out(settings.out)
     _say_engine(settings.transcription_model, settings.openrouter.has_key)
     try:
         plan = plan_run(source, settings)
     except SourceError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+        return _report(exc)
     if plan.found == 0:
         console.print(f"no media files found in {source} ({plan.ignored} other files ignored)")
         return 0
@@ -122,12 +242,8 @@ def run_transcribe(source: str, settings: Settings) -> int:
         else:
             _validate_model(settings)
             summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore))
-    except RunAbort as exc:
-        console.print(f"[red]aborted:[/] {exc.kind}: {exc}")
-        return 3
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+    except (RunAbort, ConfigError) as exc:
+        return _report(exc)
     _print_summary(summary, settings, time.monotonic() - started)
     return int(summary["exit_code"])
 
@@ -143,9 +259,16 @@ def _validate_model(settings: Settings, kind: str = "transcription", voice: str 
         return
     import asyncio
 
-    from voxflow.engines.openrouter import validate_model
+    from voxflow.engines.openrouter import list_models, validate_model
 
-    asyncio.run(validate_model(settings, model, kind, voice=voice))
+    found = asyncio.run(validate_model(settings, model, kind, voice=voice))
+    if kind == "transcription" and settings.diarize and "diarize" not in (found.get("supported_parameters") or []):
+        able = [
+            m["id"] for m in asyncio.run(list_models(settings, kind)) if "diarize" in m.get("supported_parameters", [])
+        ]
+        raise ConfigError(
+            f"--diarize: {model} cannot label speakers; pick a model that can ({', '.join(able) or 'none listed'})"
+        )
 
 
 def _run_transcription_flow(source: str, settings: Settings, total: int) -> dict[str, Any]:
@@ -238,6 +361,7 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
 
 
 @app.command()
+@guarded
 def narrate(
     source: Annotated[str, typer.Argument(help="Folder, file or bucket URL of .txt/.md/.epub.")],
     out: OutOpt = None,
@@ -275,6 +399,8 @@ def narrate(
         budget_usd=budget_usd,
         force=force or None,
     )
+    if not dry_run:
+        _check_out(settings.out)
     _say_engine(settings.speech_model, settings.openrouter.has_key)
     from voxflow.narration import NarrationOptions, parse_formats, run_narrate
 
@@ -294,12 +420,8 @@ def narrate(
             bitrate=bitrate,
         )
         code = run_narrate(source, settings, dry_run=dry_run, options=options, run_flow=_run_narration_flow)
-    except RunAbort as exc:
-        console.print(f"[red]aborted:[/] {exc.kind}: {exc}")
-        code = 3
-    except (ConfigError, SourceError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        code = 2
+    except (RunAbort, ConfigError, SourceError) as exc:
+        code = _report(exc)
     raise typer.Exit(code)
 
 
@@ -315,6 +437,7 @@ def _run_narration_flow(source: str, settings: Settings, options: Any) -> dict[s
 
 
 @app.command()
+@guarded
 def models(
     kind: Annotated[str, typer.Option(help="transcription or speech.")] = "transcription",
 ) -> None:
@@ -347,14 +470,11 @@ def _remote_models(settings: Settings, kind: str) -> list[dict[str, Any]]:
 
     from voxflow.engines.openrouter import list_models
 
-    try:
-        return asyncio.run(list_models(settings, kind))
-    except VoxflowError as exc:
-        console.print(f"[red]error:[/] {exc.kind}: {exc}")
-        raise typer.Exit(3 if isinstance(exc, RunAbort) else 2) from exc
+    return asyncio.run(list_models(settings, kind))
 
 
 @app.command()
+@guarded
 def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> None:
     """List the voices a speech model supports."""
     if model.startswith("local/"):
@@ -374,20 +494,17 @@ def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> 
 
 
 @app.command()
+@guarded
 def report(out: OutOpt = None) -> None:
     """Summarise the catalog: done/failed per recording, hours, cost; recent failures."""
     from voxflow.reporting import catalog_report
 
     settings = _settings(out=out)
-    try:
-        text = catalog_report(settings.out)
-    except VoxflowError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    out_console.print(text)
+    out_console.print(catalog_report(settings.out))
 
 
 @app.command()
+@guarded
 def doctor() -> None:
     """Check ffmpeg/ffprobe, the embedded engines, the API key (never printed), Prefect."""
     from voxflow.reporting import doctor_checks
@@ -433,9 +550,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows/, tasks/ in a checkout
     try:
         app()
-    except VoxflowError as exc:
-        console.print(f"[red]error:[/] {exc.kind}: {exc}")
-        sys.exit(3 if isinstance(exc, RunAbort) else 2)
+    except Exception as exc:  # outside a command (typer itself, imports): still one line
+        sys.exit(_report(exc))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ Every failure a user can meet is one of these; the tree tells what to catch::
     │       ├── OutOfCredits      402
     │       ├── UnknownModel      404 for the model, or not in /models
     │       └── BudgetExceeded    --budget-usd reached
-    └── OutputError               cannot write a sidecar, audiobook or Parquet part
+    └── OutputError               cannot write a sidecar, audiobook or Parquet part → exit 3
 
 Messages name the file and the reason, never the API key or audio payloads.
 """
 
 from __future__ import annotations
+
+import errno
+from enum import IntEnum
 
 
 class VoxflowError(Exception):
@@ -133,3 +136,61 @@ def most_severe(group: BaseExceptionGroup) -> BaseException:
     walk(group)
     aborts = [e for e in leaves if isinstance(e, RunAbort)]
     return (aborts or leaves or [group])[0]
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes of ``voxflow``."""
+
+    OK = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    ABORTED = 3
+    INTERRUPTED = 130
+
+
+_BUCKET_HINTS = {  # botocore's exception class name → what the user should do
+    "NoCredentialsError": "no credentials for the bucket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+    "(or AWS_PROFILE)",
+    "PartialCredentialsError": "incomplete bucket credentials: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+}
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError")
+
+
+def explain(exc: BaseException) -> tuple[str, ExitCode]:
+    """The one place an error becomes what the user reads (one line) and the exit code."""
+    if isinstance(exc, ConfigError | SourceError):
+        return str(exc), ExitCode.USAGE
+    if isinstance(exc, RunAbort | OutputError):
+        return f"{exc.kind}: {exc}", ExitCode.ABORTED
+    if isinstance(exc, VoxflowError):
+        return f"{exc.kind}: {exc}", ExitCode.USAGE
+    chain = _causes(exc)
+    names = {type(e).__name__ for e in chain}
+    from_bucket = any(type(e).__module__.split(".")[0] in ("botocore", "aiobotocore", "s3fs") for e in chain)
+    if hint := next((_BUCKET_HINTS[n] for n in names if n in _BUCKET_HINTS), None):
+        return hint, ExitCode.USAGE
+    if from_bucket and names & set(_UNREACHABLE):
+        import os
+
+        where = os.environ.get("AWS_ENDPOINT_URL") or "the storage service"
+        return f"cannot reach {where}: check AWS_ENDPOINT_URL and that the service is up", ExitCode.USAGE
+    if isinstance(exc, OSError):
+        return _os_error(exc), ExitCode.USAGE if exc.errno in _SETUP_ERRNOS else ExitCode.ABORTED
+    return f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)", ExitCode.ABORTED
+
+
+_SETUP_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT, errno.EISDIR}
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot use{where}: {exc.strerror or exc}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the chain of exceptions that caused it."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return chain

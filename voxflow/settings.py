@@ -7,7 +7,8 @@ import os
 from functools import cached_property
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxflow.errors import ConfigError
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     out: str = "voxflow-out"
     model: str | None = None  # None: OpenRouter default with a key, else the local engine
     voice: str | None = None
-    language: str | None = None  # ISO-639-1 hint; None = detect
+    language: str | None = None  # ISO-639-1 code; None (or "auto") = detect
     formats: tuple[str, ...] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)
     budget_usd: float | None = Field(default=None, ge=0)
@@ -69,9 +70,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [v.strip().lower() for v in value.split(",") if v.strip()]
         bad = [v for v in value if v not in SUBTITLE_FORMATS]  # type: ignore[union-attr]
-        if bad:
-            raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(SUBTITLE_FORMATS)}")
+        if bad or not value:
+            raise ValueError(f"must be one or more of {','.join(SUBTITLE_FORMATS)}")
         return tuple(value)  # type: ignore[arg-type]
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "auto"):
+            return None
+        return iso_639_1(value)
 
     @field_validator("shard")
     @classmethod
@@ -80,7 +88,7 @@ class Settings(BaseSettings):
             return value
         index, _, count = value.partition("/")
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-            raise ValueError(f"--shard must be i/n with 0 <= i < n (e.g. 0/3), got {value!r}")
+            raise ValueError("must be i/n with 0 <= i < n (e.g. 0/3)")
         return value
 
     @field_validator("keyterms", mode="before")
@@ -118,10 +126,47 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+def iso_639_1(value: str) -> str:
+    """``value`` as a two-letter ISO-639-1 code (``EN`` → ``en``, ``iw`` → ``he``), else ValueError."""
+    import langcodes
+
+    code = value.strip().lower()
+    if len(code) == 2 and code.isalpha() and langcodes.tag_is_valid(code):
+        return langcodes.standardize_tag(code)
+    try:
+        hint = f" (did you mean {langcodes.find(value).language}?)"
+    except LookupError:
+        hint = ""
+    raise ValueError(f"must be an ISO-639-1 code such as en, de or fr, or auto to detect{hint}")
+
+
+_RULES = {  # pydantic error type → the rule in the user's words
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "greater_than": "must be more than {gt}",
+    "less_than": "must be less than {lt}",
+}
+
+
+def _describe(error: ErrorDetails, flags: set[str]) -> str:
+    """One validation error as "--flag (VOXFLOW_FLAG) must …, got X"."""
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    env = f"VOXFLOW_{field.upper()}"
+    name = f"--{field.replace('_', '-')} ({env})" if field in flags else env
+    ctx = error.get("ctx") or {}
+    if error["type"] == "value_error":
+        rule = str(ctx.get("error", error["msg"]))
+    else:
+        rule = _RULES.get(error["type"], "").format(**ctx) or error["msg"].replace("Input should be", "must be")
+    got = error.get("input")
+    return f"{name} {rule}, got {got!r}" if isinstance(got, str) else f"{name} {rule}, got {got}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment with non-None ``overrides`` (CLI flags) on top."""
+    """Settings from the environment with non-None ``overrides`` (CLI flags) on top; the names
+    of ``overrides`` are the command's flags, so errors name the flag and its variable."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
-    except ValueError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e, set(overrides)) for e in exc.errors())) from exc
