@@ -65,7 +65,7 @@ def test_folder_without_media_says_so(tmp_path: Path) -> None:
 
 def test_bad_flag_value_is_a_usage_error(clip_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["transcribe", str(clip_dir), "--formats", "srt,docx"])
-    assert result.exit_code == 2 and "unknown format" in result.output
+    assert result.exit_code == 2 and "--formats (VOXFLOW_FORMATS) must be one or more of" in result.output
 
 
 def test_doctor_checks_tools_and_never_prints_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
