@@ -114,7 +114,7 @@ def test_disk_full_says_which_file_could_not_be_written(tmp_path: Path, mount_po
     mount_tmpfs(mount_point, "size=48k")
     proc = voxflow("transcribe", str(src), "--out", str(mount_point))
     line = error_line(proc, 3)
-    assert "No space left on device" in line and str(mount_point) in line
+    assert "No space left on device" in line and str(mount_point) in line and "free some space" in line
 
 
 # ─── buckets ─────────────────────────────────────────────────────────────────────────────

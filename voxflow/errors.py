@@ -158,13 +158,14 @@ _UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnect
 
 def explain(exc: BaseException) -> tuple[str, ExitCode]:
     """The one place an error becomes what the user reads (one line) and the exit code."""
+    chain = _causes(exc)
+    todo = next((f" ({_TODO[e.errno]})" for e in chain if isinstance(e, OSError) and e.errno in _TODO), "")
     if isinstance(exc, ConfigError | SourceError):
         return str(exc), ExitCode.USAGE
     if isinstance(exc, RunAbort | OutputError):
-        return f"{exc.kind}: {exc}", ExitCode.ABORTED
+        return f"{exc.kind}: {exc}{todo}", ExitCode.ABORTED
     if isinstance(exc, VoxflowError):
         return f"{exc.kind}: {exc}", ExitCode.USAGE
-    chain = _causes(exc)
     names = {type(e).__name__ for e in chain}
     from_bucket = any(type(e).__module__.split(".")[0] in ("botocore", "aiobotocore", "s3fs") for e in chain)
     if hint := next((_BUCKET_HINTS[n] for n in names if n in _BUCKET_HINTS), None):
@@ -175,10 +176,16 @@ def explain(exc: BaseException) -> tuple[str, ExitCode]:
         where = os.environ.get("AWS_ENDPOINT_URL") or "the storage service"
         return f"cannot reach {where}: check AWS_ENDPOINT_URL and that the service is up", ExitCode.USAGE
     if isinstance(exc, OSError):
-        return _os_error(exc), ExitCode.USAGE if exc.errno in _SETUP_ERRNOS else ExitCode.ABORTED
+        return _os_error(exc) + todo, ExitCode.USAGE if exc.errno in _SETUP_ERRNOS else ExitCode.ABORTED
     return f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)", ExitCode.ABORTED
 
 
+_TODO = {  # what the user can do about an OS error
+    errno.ENOSPC: "free some space, or choose another --out",
+    errno.EDQUOT: "free some space under your quota, or choose another --out",
+    errno.EROFS: "choose an --out on a writable file system",
+    errno.EACCES: "choose a folder you can write to",
+}
 _SETUP_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT, errno.EISDIR}
 
 
