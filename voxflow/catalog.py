@@ -3,11 +3,25 @@
 Tables are append-only part files, ``catalog/<table>/part-<run_id>-<writer>-<n>.parquet``, one
 writer per run, so many workers never collide; the current state is the latest row per key.
 DuckDB reads them with ``read_parquet('OUT/catalog/transcripts/*.parquet')``.
+
+Invariants:
+- A flush writes ``segments`` and ``words`` first and ``transcripts`` last: the transcripts
+  part is the commit marker. Segment/word rows without a transcripts row naming their
+  ``(recording_id, run_id)`` are leftovers of a crash; readers ignore them.
+- Segments and words are written once per ``(recording_id, run_id)``; every transcripts row
+  names the part file that holds them (``segments_part``) and how many there are
+  (``n_segments``, ``n_words``). A restore reads exactly that one version.
+- A part file that cannot be read is moved to ``catalog/_quarantine/<table>-<name>`` with one
+  warning; its rows are ignored, so what they recorded is redone.
+- File names are stored losslessly: ``rel_path``/``source_uri`` as UTF-8 text (bytes that are
+  not UTF-8 escaped as ``\\xff``), and their raw bytes in ``rel_path_bytes``/``source_uri_bytes``.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,8 +32,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from voxflow.models import RecordingResult, Segment, Transcript, Word
+from voxflow.errors import OutputError
+from voxflow.models import RecordingResult, Segment, Transcript, Word, name_bytes, utf8_tree
 from voxflow.sources import OutputTree
+
+log = logging.getLogger("voxflow.catalog")
+COMMIT_ORDER = ("segments", "words", "narrations", "transcripts")  # transcripts last: the commit marker
+QUARANTINE = "catalog/_quarantine"
 
 _ts = pa.timestamp("ms", tz="UTC")
 SCHEMAS: dict[str, pa.Schema] = {
@@ -46,6 +65,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("outputs", pa.list_(pa.string())),
             ("truncated", pa.bool_()),
             ("warnings", pa.list_(pa.string())),
+            ("rel_path_bytes", pa.binary()),  # the name's real bytes (rel_path escapes non-UTF-8)
+            ("source_uri_bytes", pa.binary()),
+            ("n_segments", pa.int32()),
+            ("n_words", pa.int32()),
+            ("segments_part", pa.string()),  # the segments/ and words/ part file with its rows
         ]
     ),
     "segments": pa.schema(
@@ -124,6 +148,11 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "outputs": list(r.outputs),
         "truncated": r.truncated,
         "warnings": list(r.warnings),
+        "rel_path_bytes": name_bytes(rec.rel_path),
+        "source_uri_bytes": name_bytes(rec.uri),
+        "n_segments": len(r.segments),
+        "n_words": sum(len(s.words) for s in r.segments),
+        "segments_part": None,  # filled when the writer flushes
     }
 
 
@@ -177,10 +206,12 @@ class CatalogWriter:
         self._pending_results = 0
         self._lock = threading.Lock()
         self._after_flush: list[Callable[[], None]] = []
+        self._segmented: dict[str, str | None] = {}  # recording_id → its segments part (None: not flushed yet)
         self.written: list[str] = []
 
     def add_result(self, result: RecordingResult, on_flushed: Callable[[], None] | None = None) -> None:
-        """A transcripts row, plus segment and word rows for a finished recording.
+        """A transcripts row, plus segment and word rows for a finished recording (once per
+        recording id in this run: an identical file's row shares them).
 
         ``on_flushed`` runs once those rows are safely in a part file (e.g. to drop the
         recording's chunk checkpoints, which must outlive a crash before the flush)."""
@@ -189,8 +220,10 @@ class CatalogWriter:
             if on_flushed:
                 self._after_flush.append(on_flushed)
             self._rows["transcripts"].append(transcript_row(result, self.run_id))
-            self._rows["segments"].extend(segment_rows(rid, self.run_id, result.segments))
-            self._rows["words"].extend(word_rows(rid, self.run_id, result.segments))
+            if result.status == "done" and rid not in self._segmented:
+                self._segmented[rid] = None
+                self._rows["segments"].extend(segment_rows(rid, self.run_id, result.segments))
+                self._rows["words"].extend(word_rows(rid, self.run_id, result.segments))
             self._pending_results += 1
             due = self._pending_results >= self.flush_every
         if due:
@@ -201,100 +234,219 @@ class CatalogWriter:
             self._rows[table].extend(rows)
 
     def flush(self) -> None:
-        """Write every buffered table as a new part file."""
+        """Write every buffered table as a new part file, transcripts last (the commit marker)."""
         with self._lock:
-            batches = {t: rows for t, rows in self._rows.items() if rows}
+            self._parts += 1
+            part = f"part-{self.run_id}-{self.writer}-{self._parts:04d}.parquet"
+            for rid, where in self._segmented.items():
+                if where is None:
+                    self._segmented[rid] = part
+            for row in self._rows["transcripts"]:
+                row["segments_part"] = self._segmented.get(row["recording_id"])
+            batches = {t: self._rows[t] for t in COMMIT_ORDER if self._rows[t]}
             self._rows = {t: [] for t in SCHEMAS}
             self._pending_results = 0
-            self._parts += 1
-            part = self._parts
             callbacks, self._after_flush = self._after_flush, []
         for table, rows in batches.items():
-            name = f"catalog/{table}/part-{self.run_id}-{self.writer}-{part:04d}.parquet"
-            self.written.append(self.out.write_bytes(name, to_parquet(rows, SCHEMAS[table])))
+            self.written.append(self.out.write_bytes(f"catalog/{table}/{part}", to_parquet(rows, SCHEMAS[table])))
         for callback in callbacks:
             callback()
 
 
 def to_parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer, compression="zstd")
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except UnicodeEncodeError:  # a file name that is not UTF-8, in a path or a message
+        table = pa.Table.from_pylist(utf8_tree(rows), schema=schema)
+    pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
 
 
 def read_table(out: OutputTree, table: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
-    """All part files of ``table`` (empty table with the schema when there are none)."""
+    """All readable part files of ``table`` (empty table with the schema when there are none).
+
+    A part file that cannot be read is quarantined (see the module doc). ``columns`` may
+    include ``__filename``, the part file each row came from."""
     files = out.glob(f"catalog/{table}/*.parquet")
-    schema = SCHEMAS[table]
-    if not files:
-        return schema.empty_table().select(columns) if columns else schema.empty_table()
-    dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=out.fs)
-    return dataset.to_table(columns=columns, filter=filter)
+    while files:
+        try:
+            return _dataset(out, table, files).to_table(columns=columns, filter=filter)
+        except (pa.ArrowException, OSError, ValueError):
+            bad = [f for f in files if not _readable(out, table, f)]
+            if not bad:
+                raise
+            for path in bad:
+                quarantine(out, table, path)
+            files = [f for f in files if f not in bad]
+    empty = SCHEMAS[table].empty_table()
+    if columns and "__filename" in columns:
+        empty = empty.append_column("__filename", pa.array([], pa.string()))
+    return empty.select(columns) if columns else empty
+
+
+def _dataset(out: OutputTree, table: str, files: list[str]) -> ds.Dataset:
+    return ds.dataset(files, schema=SCHEMAS[table], format="parquet", filesystem=out.fs)
+
+
+def _readable(out: OutputTree, table: str, path: str) -> bool:
+    """True when the whole part file reads (or has vanished: another reader moved it)."""
+    try:
+        _dataset(out, table, [path]).to_table()
+    except FileNotFoundError:
+        return True
+    except (pa.ArrowException, OSError, ValueError):
+        return out.fs.exists(path) is False
+    return True
+
+
+def readable_parts(out: OutputTree, table: str) -> set[str]:
+    """Names of ``table``'s part files whose footer reads; the others are quarantined.
+    (A footer check catches empty, garbage and truncated files without reading the rows.)"""
+    good = set()
+    for path in out.glob(f"catalog/{table}/*.parquet"):
+        try:
+            with out.fs.open(path, "rb") as fh:
+                pq.read_metadata(fh)
+        except FileNotFoundError:
+            continue
+        except (pa.ArrowException, OSError, ValueError):
+            quarantine(out, table, path)
+            continue
+        good.add(path.rsplit("/", 1)[-1])
+    return good
+
+
+def quarantine(out: OutputTree, table: str, path: str) -> None:
+    """Move an unreadable part file to ``catalog/_quarantine/<table>-<name>`` and say so once."""
+    name = path.rsplit("/", 1)[-1]
+    target = out.path(f"{QUARANTINE}/{table}-{name}")
+    try:
+        if out.local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        out.fs.mv(path, target)
+    except FileNotFoundError:
+        return  # another reader quarantined it first
+    except OSError as exc:
+        log.warning("catalog: %s is unreadable and could not be moved aside (%s); its rows are ignored", path, exc)
+        return
+    what = "the recordings whose rows it held are redone" if table != "narrations" else "its chapters are redone"
+    log.warning(
+        "catalog: unreadable part file catalog/%s/%s moved to %s/%s-%s: its rows are ignored and %s",
+        table,
+        name,
+        QUARANTINE,
+        table,
+        name,
+        what,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class DoneRecord:
-    """The latest ``done`` transcripts row of a (recording_id, options_hash)."""
+    """A ``done`` transcripts row of a (recording_id, options_hash)."""
 
     recording_id: str
     options_hash: str
     run_id: str
-    source_uri: str
+    source_uri: str  # the real name (surrogate-escaped str when it is not UTF-8)
     language: str
     text: str
     duration_s: float
     model: str
     outputs: tuple[str, ...]
+    segments_part: str = ""  # the part file under segments/ and words/ holding its rows
+    n_segments: int | None = None  # None: written by a version that did not count them
+    n_words: int | None = None
+
+    def complete_in(self, segment_parts: set[str], word_parts: set[str]) -> bool:
+        """True when the part files holding this row's segments and words are there."""
+        if self.n_segments is None:  # older rows: their segments sit in the same-named part
+            return self.segments_part in segment_parts or not self.text
+        has_segments = self.n_segments == 0 or self.segments_part in segment_parts
+        return has_segments and (not self.n_words or self.segments_part in word_parts)
+
+
+_INDEX_COLUMNS = [
+    "recording_id",
+    "options_hash",
+    "run_id",
+    "source_uri",
+    "source_uri_bytes",
+    "language",
+    "text",
+    "duration_s",
+    "model",
+    "outputs",
+    "finished_at",
+    "n_segments",
+    "n_words",
+    "segments_part",
+    "__filename",
+]
+
+
+def _done_record(row: dict[str, Any]) -> DoneRecord:
+    raw = row["source_uri_bytes"]
+    return DoneRecord(
+        recording_id=row["recording_id"],
+        options_hash=row["options_hash"],
+        run_id=row["run_id"],
+        source_uri=os.fsdecode(raw) if raw is not None else row["source_uri"],
+        language=row["language"],
+        text=row["text"] or "",
+        duration_s=row["duration_s"] or 0.0,
+        model=row["model"],
+        outputs=tuple(row["outputs"] or ()),
+        segments_part=row["segments_part"] or row["__filename"].rsplit("/", 1)[-1],
+        n_segments=row["n_segments"],
+        n_words=row["n_words"],
+    )
 
 
 class CatalogIndex:
     """What earlier runs finished, for skip/resume decisions."""
 
-    def __init__(self, done: dict[tuple[str, str], DoneRecord]) -> None:
-        self.done = done
+    def __init__(self, versions: dict[tuple[str, str], list[DoneRecord]], out: OutputTree | None = None) -> None:
+        self.versions = versions  # newest first
+        self.done = {key: records[0] for key, records in versions.items()}  # the latest per key
+        self._out = out
+        self._parts: tuple[set[str], set[str]] | None = None
 
     @classmethod
     def load(cls, out: OutputTree) -> CatalogIndex:
-        columns = [
-            "recording_id",
-            "options_hash",
-            "run_id",
-            "source_uri",
-            "language",
-            "text",
-            "duration_s",
-            "model",
-            "outputs",
-            "status",
-            "finished_at",
-        ]
-        table = read_table(out, "transcripts", columns, filter=ds.field("status") == "done")
-        done: dict[tuple[str, str], DoneRecord] = {}
-        rows = sorted(table.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
+        table = read_table(out, "transcripts", _INDEX_COLUMNS, filter=ds.field("status") == "done")
+        never = datetime.min.replace(tzinfo=UTC)
+        rows = sorted(table.to_pylist(), key=lambda r: r["finished_at"] or never, reverse=True)
+        versions: dict[tuple[str, str], list[DoneRecord]] = {}
         for row in rows:
-            key = (row["recording_id"], row["options_hash"])
-            done[key] = DoneRecord(
-                recording_id=row["recording_id"],
-                options_hash=row["options_hash"],
-                run_id=row["run_id"],
-                source_uri=row["source_uri"],
-                language=row["language"],
-                text=row["text"] or "",
-                duration_s=row["duration_s"] or 0.0,
-                model=row["model"],
-                outputs=tuple(row["outputs"] or ()),
-            )
-        return cls(done)
+            versions.setdefault((row["recording_id"], row["options_hash"]), []).append(_done_record(row))
+        return cls(versions, out)
 
     def get(self, recording_id: str, options_hash: str) -> DoneRecord | None:
+        """The latest done row of a recording with these options."""
         return self.done.get((recording_id, options_hash))
+
+    def restorable(self, recording_id: str, options_hash: str) -> DoneRecord | None:
+        """The latest done row whose segments and words are all in the catalog (None: redo it)."""
+        if self._parts is None:
+            self._parts = (
+                (readable_parts(self._out, "segments"), readable_parts(self._out, "words"))
+                if self._out
+                else (set(), set())
+            )
+        for record in self.versions.get((recording_id, options_hash), ()):
+            if record.complete_in(*self._parts):
+                return record
+        return None
 
 
 def load_transcript(out: OutputTree, record: DoneRecord) -> Transcript:
-    """Rebuild a finished transcript (segments with words) from the catalog."""
+    """Rebuild a finished transcript (segments with words) from the catalog: one version,
+    from the part file its row names (older catalogs may hold the rows twice)."""
     key = (ds.field("recording_id") == record.recording_id) & (ds.field("run_id") == record.run_id)
-    segs = sorted(read_table(out, "segments", filter=key).to_pylist(), key=lambda r: r["seq"])
-    words = sorted(read_table(out, "words", filter=key).to_pylist(), key=lambda r: r["seq"])
+    segs = _first_version(_rows_in_part(out, "segments", record.segments_part, key))
+    words = _first_version(_rows_in_part(out, "words", record.segments_part, key))
     by_segment: dict[int, list[Word]] = {}
     for w in words:
         by_segment.setdefault(w["segment_seq"], []).append(
@@ -311,7 +463,34 @@ def load_transcript(out: OutputTree, record: DoneRecord) -> Transcript:
         )
         for s in segs
     )
+    n_words = sum(len(s.words) for s in segments)
+    if (record.n_segments, record.n_words) not in ((None, None), (len(segments), n_words)):
+        raise OutputError(
+            f"the catalog holds {len(segments)} of {record.n_segments} segments and {n_words} of "
+            f"{record.n_words} words of run {record.run_id}: rerun to transcribe it again"
+        )
     return Transcript(text=record.text, language=record.language, segments=segments)
+
+
+def _rows_in_part(out: OutputTree, table: str, part: str, key: Any) -> list[dict[str, Any]]:
+    path = out.path(f"catalog/{table}/{part}")
+    if not part or not out.fs.exists(path):
+        return []
+    try:
+        return _dataset(out, table, [path]).to_table(filter=key).to_pylist()
+    except (pa.ArrowException, OSError, ValueError):
+        quarantine(out, table, path)
+        return []
+
+
+def _first_version(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in file order up to where ``seq`` starts again (a second copy of the same rows)."""
+    first: list[dict[str, Any]] = []
+    for row in rows:
+        if first and row["seq"] <= first[-1]["seq"]:
+            break
+        first.append(row)
+    return first
 
 
 # --- narration: extra `narrations` columns (added by the narration flow) ------------------

@@ -109,7 +109,7 @@ def _ffprobe_json(path: str) -> dict:
         "-show_streams",
         path,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     if proc.returncode != 0:
         reason = _last_line(proc.stderr) or "ffprobe could not read it"
         raise AudioError(f"not a readable audio or video file ({reason})")
@@ -177,7 +177,7 @@ def prepare_audio(
         "wav",
         wav_path,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     duration_ms = wav_duration_ms(wav_path) if os.path.exists(wav_path) else 0
     errors = _decode_errors(proc.stderr)
     if proc.returncode != 0 or duration_ms == 0:

@@ -491,7 +491,7 @@ class HashCache:
     def in_tree(cls, out: OutputTree, source: str, writer: str = "w0") -> HashCache:
         """The cache of ``source``'s files, stored in ``out`` (see the class doc)."""
         fs, root = resolve(source)
-        key = hashlib.sha256(full_uri(fs, root).encode()).hexdigest()[:12]
+        key = hashlib.sha256(os.fsencode(full_uri(fs, root))).hexdigest()[:12]
         cache = cls(None)
         cache._tree = out
         cache._rel = f".voxflow/hashes/{key}-{writer}.json"
@@ -576,10 +576,20 @@ def _entries(data: Any) -> dict[str, list[Any]]:
 # --- writing ------------------------------------------------------------------------------
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, most file systems)
+
+
+def temp_name(name: str) -> str:
+    """A hidden temporary name next to ``name``, never longer than NAME_MAX bytes (the name's
+    bytes cut short if need be: any bytes but '/' and NUL make a valid name)."""
+    tag = f".{uuid.uuid4().hex[:8]}.tmp"
+    return "." + os.fsdecode(os.fsencode(name)[: NAME_MAX - 1 - len(tag)]) + tag
+
+
 def write_local_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(temp_name(path.name))
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -661,7 +671,7 @@ class OutputTree:
         """A local folder for caches and checkpoints of this output tree."""
         if self.local:
             return Path(self.root) / ".voxflow"
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        key = hashlib.sha256(os.fsencode(self.url)).hexdigest()[:16]
         return Path(os.environ.get("VOXFLOW_STATE_DIR", Path.home() / ".cache/voxflow")) / key
 
 

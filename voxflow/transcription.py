@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -45,9 +46,12 @@ from voxflow.models import (
     Transcript,
     Word,
     language_code,
+    utf8_text,
+    utf8_tree,
 )
 from voxflow.settings import Settings
 from voxflow.sources import (
+    NAME_MAX,
     HashCache,
     OutputTree,
     ScanResult,
@@ -74,6 +78,9 @@ def transcribe_options(settings: Settings) -> TranscribeOptions:
         temperature=settings.temperature,
         diarize=settings.diarize,
         keyterms=settings.keyterms,
+        max_chunk_s=settings.max_chunk_s,
+        silence_db=settings.silence_db,
+        min_silence_s=settings.min_silence_s,
     )
 
 
@@ -90,6 +97,7 @@ class RunPlan:
     todo: list[Recording] = field(default_factory=list)
     skipped: list[Recording] = field(default_factory=list)
     restore: list[tuple[Recording, DoneRecord]] = field(default_factory=list)
+    twins: list[Recording] = field(default_factory=list)  # same content as a todo recording: written from its result
     failed: list[RecordingResult] = field(default_factory=list)
     unsettled: list[Recording] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # done in the catalog, gone from the source
@@ -121,7 +129,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         try:
             rec = cache.hashed(rec, scanned.versions.get(rec.uri))
         except SourceError as exc:
-            if _mine_id(hashlib.sha256(rec.uri.encode()).hexdigest(), settings.shard):
+            if _mine_id(hashlib.sha256(os.fsencode(rec.uri)).hexdigest(), settings.shard):
                 plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
             continue
         present.add(rec.recording_id)
@@ -133,10 +141,32 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         elif all(p in existing for p in _sidecar_paths(rec, done.language, plan, settings)):
             plan.skipped.append(rec)
         else:
-            plan.restore.append((rec, done))
+            _restore_or_redo(plan, rec, index.restorable(rec.recording_id, plan.options_hash))
     cache.save()
+    plan.todo, plan.twins = _split_twins(plan.todo)
     plan.deleted = _deleted(source, scanned, present, index, settings.shard)
     return plan
+
+
+def _restore_or_redo(plan: RunPlan, rec: Recording, done: DoneRecord | None) -> None:
+    """Restore from the catalog when it holds the whole transcript, else transcribe again."""
+    if done is None:
+        plan.todo.append(rec)
+    else:
+        plan.restore.append((rec, done))
+
+
+def _split_twins(todo: list[Recording]) -> tuple[list[Recording], list[Recording]]:
+    """(recordings to transcribe, the rest): files with the same content as an earlier one
+    in ``todo`` are transcribed once; each twin is then written from that one result."""
+    first: dict[str, Recording] = {}
+    twins = []
+    for rec in todo:
+        if rec.recording_id in first:
+            twins.append(rec)
+        else:
+            first[rec.recording_id] = rec
+    return list(first.values()), twins
 
 
 def _mine(rec: Recording, shard: str | None) -> bool:
@@ -169,11 +199,24 @@ def _deleted(source: str, scanned: ScanResult, present: set[str], index: Catalog
 
 
 def sidecar_stems(recordings: tuple[Recording, ...]) -> dict[str, str]:
-    """Sidecar stem per rel_path: the file stem, or the full name when two files share it."""
+    """Sidecar stem per rel_path: the file stem, or the full name when two files share it;
+    cut short (with a tag of the full name) where a sidecar name would pass NAME_MAX."""
     counts = Counter((r.rel_dir, r.stem) for r in recordings)
     return {
-        r.rel_path: r.stem if counts[(r.rel_dir, r.stem)] == 1 else r.rel_path.rsplit("/", 1)[-1] for r in recordings
+        r.rel_path: _fitting_stem(r.stem if counts[(r.rel_dir, r.stem)] == 1 else r.rel_path.rsplit("/", 1)[-1])
+        for r in recordings
     }
+
+
+def _fitting_stem(stem: str) -> str:
+    """``stem``, or its first bytes + ``~`` + 8 hex of its hash when ``stem.und.json`` would be
+    longer than NAME_MAX bytes (a file system refuses such a name)."""
+    raw = os.fsencode(stem)
+    room = NAME_MAX - len(".und.json")
+    if len(raw) <= room:
+        return stem
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    return os.fsdecode(raw[: room - len(tag)]) + tag
 
 
 def _sidecar_tree(rec: Recording, settings: Settings) -> tuple[OutputTree, str]:
@@ -625,7 +668,7 @@ def write_sidecars(
         duration_ms=duration_ms,
         segments=transcript.segments,
         cues=tuple(cues),
-        extra={"source": rec.rel_path, "recording_id": rec.recording_id},
+        extra={"source": utf8_text(rec.rel_path), "recording_id": rec.recording_id},
     )
     tree, folder = _sidecar_tree(rec, settings)
     stem = plan.stems.get(rec.rel_path, rec.stem)
@@ -662,6 +705,37 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
     return _record(ctx, result)
 
 
+def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext) -> RecordingResult:
+    """A recording with the same content as one transcribed in this run: its sidecars and its
+    own transcripts row from that result (the catalog keeps one copy of segments and words)."""
+    started = time.time()
+    leader = next((r for r in results if r.recording.recording_id == twin.recording_id), None)
+    if leader is None:
+        why = ctx.aborted or AudioError("the file with the same content was not transcribed")
+        return _record(ctx, _failed(twin, why, ctx.plan, ctx.options.model, started, "not started: "))
+    if leader.status != "done":
+        failed = replace(leader, recording=twin, error_message=f"{twin.rel_path}: {leader.error_message}")
+        return _record(ctx, failed)
+    transcript = Transcript(leader.text, leader.language, leader.segments)
+    try:
+        outputs = write_sidecars(twin, transcript, leader.duration_ms, ctx.plan, ctx.settings)
+    except VoxflowError as exc:
+        return _record(ctx, _failed(twin, exc, ctx.plan, leader.model, started))
+    note = f"same content as {utf8_text(leader.recording.rel_path)}: written from its transcript"
+    twin_result = replace(
+        leader,
+        recording=twin,
+        outputs=tuple(outputs),
+        warnings=(*leader.warnings, note),
+        n_chunks=0,
+        attempts=0,
+        cost_usd=0.0,
+        started_at=started,
+        finished_at=time.time(),
+    )
+    return _record(ctx, twin_result)
+
+
 # --- finishing ------------------------------------------------------------------------
 
 
@@ -691,6 +765,7 @@ class RunSummary:
 def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     """Flush the catalog, write the run manifest, and say how the run went."""
     plan = ctx.plan
+    results = [*results, *(write_twin(twin, results, ctx) for twin in plan.twins)]
     for failure in plan.failed:
         ctx.catalog.add_result(failure)
     ctx.catalog.flush()
@@ -729,7 +804,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "skipped": [r.rel_path for r in plan.skipped],
         "catalog_parts": ctx.catalog.written,
     }
-    manifest_uri = ctx.out.write_text(f"runs/{ctx.run_id}.json", json.dumps(manifest, indent=2, default=str))
+    manifest_uri = ctx.out.write_text(f"runs/{ctx.run_id}.json", json.dumps(utf8_tree(manifest), indent=2, default=str))
     _RUNS.pop(ctx.run_id, None)
     return RunSummary(
         run_id=ctx.run_id,

@@ -19,20 +19,32 @@ if TYPE_CHECKING:
     from voxflow.settings import Settings
 
 LOCAL_PREFIX = "local/"
+# Raise it when a change to voxflow changes what a transcript comes out as for the same
+# settings (cutting, stitching, timing): every recording is then transcribed again.
+PIPELINE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
 class TranscribeOptions:
-    """Everything that changes what an engine hears; hashed into ``options_hash``."""
+    """Everything that changes what an engine hears; hashed into ``options_hash``.
+
+    The chunking settings decide where the audio is cut, so they change the transcript too.
+    Sidecar formats do not: a new format is rendered from the catalog, never re-transcribed.
+    """
 
     model: str
     language: str | None = None
     temperature: float | None = None
     diarize: bool = False
     keyterms: tuple[str, ...] = ()
+    max_chunk_s: float = 600.0
+    silence_db: float = -35.0
+    min_silence_s: float = 0.35
 
     def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        """``options_hash``: these options plus :data:`PIPELINE_VERSION`."""
+        fields = {**asdict(self), "pipeline_version": PIPELINE_VERSION}
+        blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
