@@ -155,14 +155,16 @@ def test_identical_files_are_transcribed_once_each_with_its_own_row(
 def test_restore_after_identical_files_writes_each_word_once(tmp_path: Path) -> None:
     src, out = _one_clip(tmp_path, "a.wav")
     shutil.copy(CLIP, src / "b.wav")
-    _run(src, out)
+    _run(src, out, formats="srt")
     before = (out / "a.en.srt").read_text()
-    (out / "a.en.srt").unlink()
+    (out / "a.en.srt").unlink()  # a deleted sidecar, a renamed file, a new format
     shutil.move(src / "b.wav", src / "renamed.wav")
-    summary = _run(src, out, formats="srt,vtt,txt,json")
+    summary = _run(src, out, formats="srt,json")
     assert summary.exit_code == 0 and summary.restored == 2
     assert (out / "a.en.srt").read_text() == before
     assert _srt_tokens(out / "renamed.en.srt") == _tokens(_latest_text(out, "a.wav"))
+    [(n_words,)] = _rows(out, "select count(distinct seq) from {w}")
+    assert len(json.loads((out / "a.en.json").read_text())["words"]) == n_words
 
 
 def test_restore_reads_one_version_from_an_old_doubled_catalog(tmp_path: Path) -> None:
@@ -221,10 +223,16 @@ def test_done_row_without_its_segments_is_redone_not_restored_empty(tmp_path: Pa
 
 def _damage(part: Path, how: str) -> None:
     data = part.read_bytes()
-    part.write_bytes({"zero": b"", "garbage": os.urandom(700), "truncated": data[: len(data) // 2]}[how])
+    damaged = {
+        "zero": b"",
+        "garbage": os.urandom(700),
+        "truncated": data[: len(data) // 2],
+        "pages": data[:4] + b"\xa5" * 24 + data[28:],  # the first page header, footer intact
+    }
+    part.write_bytes(damaged[how])
 
 
-@pytest.mark.parametrize("how", ["zero", "garbage", "truncated"])
+@pytest.mark.parametrize("how", ["zero", "garbage", "truncated", "pages"])
 @pytest.mark.parametrize("table", ["transcripts", "segments"])
 def test_unreadable_part_is_quarantined_and_its_rows_redone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str, how: str

@@ -39,6 +39,10 @@ from voxflow.sources import OutputTree
 log = logging.getLogger("voxflow.catalog")
 COMMIT_ORDER = ("segments", "words", "narrations", "transcripts")  # transcripts last: the commit marker
 QUARANTINE = "catalog/_quarantine"
+# What reading a damaged part file raises (empty, garbage, truncated: ArrowInvalid; pages that
+# do not decompress: OSError). An OSError is blamed on the file only when its bytes read fine
+# (see _readable): a bucket that cannot be reached quarantines nothing.
+DAMAGED = (pa.ArrowException, ValueError, OSError)
 
 _ts = pa.timestamp("ms", tz="UTC")
 SCHEMAS: dict[str, pa.Schema] = {
@@ -272,7 +276,7 @@ def read_table(out: OutputTree, table: str, columns: list[str] | None = None, fi
     while files:
         try:
             return _dataset(out, table, files).to_table(columns=columns, filter=filter)
-        except (pa.ArrowException, OSError, ValueError):
+        except DAMAGED:
             bad = [f for f in files if not _readable(out, table, f)]
             if not bad:
                 raise
@@ -295,26 +299,37 @@ def _readable(out: OutputTree, table: str, path: str) -> bool:
         _dataset(out, table, [path]).to_table()
     except FileNotFoundError:
         return True
-    except (pa.ArrowException, OSError, ValueError):
-        return out.fs.exists(path) is False
+    except DAMAGED:
+        _fetchable(out, path)
+        return not out.fs.exists(path)
     return True
 
 
-def readable_parts(out: OutputTree, table: str) -> set[str]:
-    """Names of ``table``'s part files whose footer reads; the others are quarantined.
-    (A footer check catches empty, garbage and truncated files without reading the rows.)"""
-    good = set()
-    for path in out.glob(f"catalog/{table}/*.parquet"):
-        try:
-            with out.fs.open(path, "rb") as fh:
-                pq.read_metadata(fh)
-        except FileNotFoundError:
-            continue
-        except (pa.ArrowException, OSError, ValueError):
+def _fetchable(out: OutputTree, path: str) -> None:
+    """Raise OutputError when ``path``'s bytes cannot be fetched at all (the store, not the file)."""
+    try:
+        out.fs.cat_file(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot read the catalog at {out.url}: {exc}") from exc
+
+
+def intact(out: OutputTree, table: str, part: str) -> bool:
+    """True when ``catalog/<table>/<part>`` is there and reads whole; a damaged one is quarantined."""
+    path = out.path(f"catalog/{table}/{part}")
+    if not part:
+        return False
+    try:
+        _dataset(out, table, [path]).to_table()
+    except FileNotFoundError:
+        return False
+    except DAMAGED:
+        _fetchable(out, path)
+        if out.fs.exists(path):
             quarantine(out, table, path)
-            continue
-        good.add(path.rsplit("/", 1)[-1])
-    return good
+        return False
+    return True
 
 
 def quarantine(out: OutputTree, table: str, path: str) -> None:
@@ -359,12 +374,13 @@ class DoneRecord:
     n_segments: int | None = None  # None: written by a version that did not count them
     n_words: int | None = None
 
-    def complete_in(self, segment_parts: set[str], word_parts: set[str]) -> bool:
-        """True when the part files holding this row's segments and words are there."""
+    def complete(self, intact: Callable[[str, str], bool]) -> bool:
+        """True when the part files holding this row's segments and words are intact
+        (``intact(table, part)``)."""
         if self.n_segments is None:  # older rows: their segments sit in the same-named part
-            return self.segments_part in segment_parts or not self.text
-        has_segments = self.n_segments == 0 or self.segments_part in segment_parts
-        return has_segments and (not self.n_words or self.segments_part in word_parts)
+            return not self.text or intact("segments", self.segments_part)
+        has_segments = self.n_segments == 0 or intact("segments", self.segments_part)
+        return has_segments and (not self.n_words or intact("words", self.segments_part))
 
 
 _INDEX_COLUMNS = [
@@ -411,7 +427,7 @@ class CatalogIndex:
         self.versions = versions  # newest first
         self.done = {key: records[0] for key, records in versions.items()}  # the latest per key
         self._out = out
-        self._parts: tuple[set[str], set[str]] | None = None
+        self._intact: dict[tuple[str, str], bool] = {}
 
     @classmethod
     def load(cls, out: OutputTree) -> CatalogIndex:
@@ -429,16 +445,15 @@ class CatalogIndex:
 
     def restorable(self, recording_id: str, options_hash: str) -> DoneRecord | None:
         """The latest done row whose segments and words are all in the catalog (None: redo it)."""
-        if self._parts is None:
-            self._parts = (
-                (readable_parts(self._out, "segments"), readable_parts(self._out, "words"))
-                if self._out
-                else (set(), set())
-            )
         for record in self.versions.get((recording_id, options_hash), ()):
-            if record.complete_in(*self._parts):
+            if record.complete(self._part_intact):
                 return record
         return None
+
+    def _part_intact(self, table: str, part: str) -> bool:
+        if (table, part) not in self._intact:
+            self._intact[(table, part)] = self._out is not None and intact(self._out, table, part)
+        return self._intact[(table, part)]
 
 
 def load_transcript(out: OutputTree, record: DoneRecord) -> Transcript:
@@ -478,7 +493,8 @@ def _rows_in_part(out: OutputTree, table: str, part: str, key: Any) -> list[dict
         return []
     try:
         return _dataset(out, table, [path]).to_table(filter=key).to_pylist()
-    except (pa.ArrowException, OSError, ValueError):
+    except DAMAGED:
+        _fetchable(out, path)
         quarantine(out, table, path)
         return []
 
