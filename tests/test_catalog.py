@@ -12,11 +12,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import srt
 
 from tests.conftest import SAMPLES
+from tests.s3server import bucket, s3_server  # noqa: F401  (fixtures)
 from voxflow.catalog import CatalogIndex, CatalogWriter, load_transcript
 from voxflow.engines import base as engine_base
 from voxflow.engines.base import TranscribeOptions
@@ -24,7 +26,7 @@ from voxflow.engines.local import LocalTranscriber
 from voxflow.models import AudioChunk, Recording, RecordingResult, Segment, Transcript, Word
 from voxflow.reporting import catalog_report
 from voxflow.settings import load_settings
-from voxflow.sources import OutputTree
+from voxflow.sources import OutputTree, resolve
 from voxflow.transcription import RunSummary, plan_run, run_inline
 
 
@@ -324,3 +326,38 @@ def test_any_file_name_round_trips_through_catalog_sidecars_and_rerun(tmp_path: 
     json.loads(manifest.read_bytes().decode("utf-8"))
     plan = plan_run(str(src), load_settings(out=str(out)))
     assert (plan.todo, plan.restore, len(plan.skipped), plan.deleted) == ([], [], len(NAMES), [])
+
+
+@pytest.mark.parametrize("table", ["transcripts", "segments"])
+def test_unreadable_part_in_a_bucket_is_quarantined(
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+) -> None:
+    monkeypatch.setenv("VOXFLOW_STATE_DIR", str(tmp_path / "state"))
+    src, _ = _one_clip(tmp_path)
+    out = f"{bucket}/out"
+    fs, root = resolve(out)
+    run_inline(plan_run(str(src), load_settings(out=out)))
+    (part,) = fs.glob(f"{root}/catalog/{table}/*.parquet")
+    fs.pipe_file(part, b"PAR1" + os.urandom(300))
+    fs.rm_file(f"{root}/clip.en.srt")
+    with caplog.at_level(logging.WARNING, logger="voxflow"):
+        summary = run_inline(plan_run(str(src), load_settings(out=out)))
+    assert summary.exit_code == 0 and summary.done == 1
+    name = part.rsplit("/", 1)[-1]
+    assert fs.find(f"{root}/catalog/_quarantine") == [f"{root}/catalog/_quarantine/{table}-{name}"]
+    assert not fs.exists(part)
+    assert sum(name in r.getMessage() for r in caplog.records) == 1
+    cues = list(srt.parse(fs.cat_file(f"{root}/clip.en.srt").decode("utf-8")))
+    assert _tokens(" ".join(c.content for c in cues)) == _tokens(summary_text(out))
+
+
+def summary_text(out: str) -> str:
+    """The latest done text, read from the bucket's catalog by pyarrow over s3fs."""
+    fs, root = resolve(out)
+    rows = ds.dataset(fs.glob(f"{root}/catalog/transcripts/*.parquet"), format="parquet", filesystem=fs).to_table()
+    done = [r for r in rows.to_pylist() if r["status"] == "done"]
+    return max(done, key=lambda r: r["finished_at"])["text"]

@@ -711,7 +711,7 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
     started = time.time()
     leader = next((r for r in results if r.recording.recording_id == twin.recording_id), None)
     if leader is None:
-        why = ctx.aborted or AudioError("the file with the same content was not transcribed")
+        why = ctx.aborted or VoxflowError("the file with the same content was not transcribed")
         return _record(ctx, _failed(twin, why, ctx.plan, ctx.options.model, started, "not started: "))
     if leader.status != "done":
         failed = replace(leader, recording=twin, error_message=f"{twin.rel_path}: {leader.error_message}")
