@@ -12,7 +12,7 @@ from voxflow.transcription import get_run, restore_recording, transcribe_recordi
 
 @task(
     name="transcribe-recording",
-    task_run_name="transcribe {rec.rel_path}",
+    task_run_name="transcribe {rec.display_path}",
     cache_policy=NO_CACHE,
     retries=TASK_RETRIES,
     retry_delay_seconds=TASK_RETRY_DELAY_S,
@@ -23,7 +23,7 @@ def transcribe_recording_task(rec: Recording, run_id: str) -> RecordingResult:
     return transcribe_recording(rec, get_run(run_id))
 
 
-@task(name="restore-sidecars", task_run_name="restore {rec.rel_path}", cache_policy=NO_CACHE)
+@task(name="restore-sidecars", task_run_name="restore {rec.display_path}", cache_policy=NO_CACHE)
 def restore_sidecars_task(rec: Recording, run_id: str) -> RecordingResult:
     """Write sidecars of an already-transcribed recording from the catalog."""
     ctx = get_run(run_id)

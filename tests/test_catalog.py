@@ -258,11 +258,15 @@ def test_report_quarantines_an_unreadable_part(tmp_path: Path, caplog: pytest.Lo
     src, out = _one_clip(tmp_path)
     _run(src, out)
     (out / "catalog" / "transcripts" / "part-x-w0-0001.parquet").write_bytes(b"PAR1 not really")
+    (out / "catalog" / "words" / "part-x-w0-0001.parquet").write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="voxflow"):
         text = catalog_report(str(out))
     assert "recordings: 1  done: 1" in text
-    assert (out / "catalog" / "_quarantine" / "transcripts-part-x-w0-0001.parquet").exists()
-    assert sum("part-x-w0-0001.parquet" in r.getMessage() for r in caplog.records) == 1
+    quarantined = sorted(p.name for p in (out / "catalog" / "_quarantine").iterdir())
+    assert quarantined == ["transcripts-part-x-w0-0001.parquet", "words-part-x-w0-0001.parquet"]
+    assert sum("part-x-w0-0001.parquet" in r.getMessage() for r in caplog.records) == 2
+    for table in ("transcripts", "segments", "words"):  # DuckDB reads what is left
+        assert _rows(out, f"select count(*) from {{{table[0]}}}")[0][0] > 0
 
 
 # case 4: options_hash

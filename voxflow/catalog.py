@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -328,6 +329,31 @@ def intact(out: OutputTree, table: str, part: str) -> bool:
         _fetchable(out, path)
         if out.fs.exists(path):
             quarantine(out, table, path)
+        return False
+    return True
+
+
+def sweep(out: OutputTree, tables: Iterable[str] = SCHEMAS) -> int:
+    """Quarantine every part file of ``tables`` whose footer does not read (empty, garbage,
+    truncated), 8 at a time; how many. ``voxflow report`` runs it, so that DuckDB reads the
+    rest of the catalog."""
+    paths = [(t, p) for t in tables for p in out.glob(f"catalog/{t}/*.parquet")]
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="voxflow-sweep") as pool:
+        reads = pool.map(lambda tp: _footer_reads(out, tp[1]), paths)
+        damaged = [tp for tp, ok in zip(paths, reads, strict=True) if not ok]
+    for table, path in damaged:
+        quarantine(out, table, path)
+    return len(damaged)
+
+
+def _footer_reads(out: OutputTree, path: str) -> bool:
+    try:
+        with out.fs.open(path, "rb") as fh:
+            pq.read_metadata(fh)
+    except FileNotFoundError:
+        return True
+    except DAMAGED:
+        _fetchable(out, path)
         return False
     return True
 

@@ -55,6 +55,11 @@ class Recording:
         return name.rsplit(".", 1)[0] if "." in name else name
 
     @property
+    def display_path(self) -> str:
+        """``rel_path`` as valid UTF-8 (bytes that are not UTF-8 escaped): for logs and names."""
+        return utf8_text(self.rel_path)
+
+    @property
     def rel_dir(self) -> str:
         return self.rel_path.rsplit("/", 1)[0] if "/" in self.rel_path else ""
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from voxflow import media
-from voxflow.catalog import read_table
+from voxflow.catalog import read_table, sweep
 from voxflow.errors import VoxflowError
 from voxflow.settings import Settings
 from voxflow.sources import OutputTree
@@ -25,6 +25,7 @@ def latest_rows(rows: list[dict], key: str) -> list[dict]:
 def catalog_report(out_url: str) -> str:
     """Counts by status, hours of audio, cost, and the latest failures in the catalog."""
     out = OutputTree(out_url)
+    sweep(out)  # unreadable part files go to catalog/_quarantine, with a warning each
     columns = [
         "recording_id",
         "source_uri",
