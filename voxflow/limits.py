@@ -3,27 +3,50 @@
 :class:`RequestLimiter` caps in-flight engine requests across threads and event loops (each
 Prefect task thread runs its own loop) and adapts: a 429 halves the limit and pauses new
 requests for the advised ``Retry-After``, so a rate-limit storm slows the whole run; steady
-successes raise it back (additive increase). :class:`Budget` stops new work before the spent
-cost would pass ``--budget-usd``. Clock and sleep are injectable for tests.
+successes raise it back (additive increase). :class:`Budget` reserves each request's
+estimated cost before it is sent and settles the real cost after, so concurrent requests
+cannot together pass ``--budget-usd``. Clock and sleep are injectable for tests.
+
+Thread safety (docs/concurrency.md): every field of both classes is read-modified-written
+under the instance's one ``threading.Lock``; nothing is awaited while it is held. A waiting
+request is an ``asyncio.Future`` of its own loop, resolved only through that loop's
+``call_soon_threadsafe``; no loop ever touches another loop's objects directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 
 from voxflow.errors import BudgetExceeded
 
 Sleep = Callable[[float], Awaitable[None]]
 BURST_WINDOW_S = 1.0
+# When the current task last got a slot: a 429 on a request sent before the last cut belongs
+# to the burst that already halved the limit (asyncio gives each task its own context).
+_slot_taken_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("slot_taken_at", default=None)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None] = field(repr=False)
 
 
 class RequestLimiter:
-    """At most ``limit`` requests in flight, shrinking on 429 and growing back on success."""
+    """At most ``limit`` requests in flight, shrinking on 429 and growing back on success.
+
+    Wake-ups are counted: a waiter that is woken holds a *wake* until it takes its slot, goes
+    back in line, or is cancelled; a cancelled one hands its wake to the next in line, so a
+    TaskGroup cancelling the siblings of a failed chunk never strands the other waiters.
+    Waiters are served first in, first out; newcomers do not overtake them.
+    """
 
     def __init__(
         self,
@@ -36,14 +59,16 @@ class RequestLimiter:
         self.max_limit = limit
         self._limit = limit
         self._in_flight = 0
+        self._woken = 0  # waiters woken that have not yet taken a slot or gone back in line
         self._pause_until = 0.0
-        self._calm_after = 0.0  # 429s before this belong to the burst that already halved
+        self._calm_after = 0.0  # without a send time: 429s before this belong to the last burst
+        self._last_cut = float("-inf")  # when the limit was last halved
         self._successes = 0
         self._recover_after = recover_after
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self.peak_in_flight = 0
 
     @property
@@ -54,38 +79,82 @@ class RequestLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Requests in line for a slot (woken ones included)."""
+        with self._lock:
+            return len(self._waiters) + self._woken
+
     async def acquire(self) -> None:
+        """Wait for a slot (and out any 429 pause); a cancelled wait takes nothing."""
         loop = asyncio.get_running_loop()
-        while True:
-            delay = self._pause_until - self._clock()
-            if delay > 0:
-                await self._sleep(delay)
-                continue
-            with self._lock:
-                if self._in_flight < self._limit:
-                    self._in_flight += 1
-                    self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
-                    return
-                future: asyncio.Future[None] = loop.create_future()
-                self._waiters.append((loop, future))
-            try:
-                await future
-            except asyncio.CancelledError:
+        woken = False  # this task holds one of self._woken
+        try:
+            while True:
+                delay = self._pause_until - self._clock()
+                if delay > 0:
+                    await self._sleep(delay)
+                    continue
                 with self._lock:
-                    if (loop, future) in self._waiters:
-                        self._waiters.remove((loop, future))
-                raise
+                    waiter = self._take_or_queue(loop, woken)
+                    woken = False
+                if waiter is None:
+                    _slot_taken_at.set(self._clock())
+                    return
+                await self._wait(waiter)
+                woken = True
+        except BaseException:
+            if woken:  # cancelled between its wake and its slot: the wake goes on
+                with self._lock:
+                    self._woken -= 1
+                    self._wake_free()
+            raise
+
+    def _take_or_queue(self, loop: asyncio.AbstractEventLoop, woken: bool) -> _Waiter | None:
+        """Under the lock: take a slot (None), or get in line (the new waiter)."""
+        if woken:
+            self._woken -= 1
+        free = self._in_flight + self._woken < self._limit
+        if free and (woken or not self._waiters):
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            return None
+        waiter = _Waiter(loop, loop.create_future())
+        if woken:
+            self._waiters.appendleft(waiter)  # it was first in line: it stays first
+        else:
+            self._waiters.append(waiter)
+        self._wake_free()
+        return waiter
+
+    async def _wait(self, waiter: _Waiter) -> None:
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:  # already woken: hand the wake on
+                    self._woken -= 1
+                    self._wake_free()
+            raise
 
     def release(self) -> None:
         with self._lock:
+            if self._in_flight <= 0:
+                raise RuntimeError("RequestLimiter.release() without a matching acquire()")
             self._in_flight -= 1
-            self._wake(self._limit - self._in_flight)
+            self._wake_free()
 
-    def _wake(self, n: int) -> None:
-        while n > 0 and self._waiters:
-            loop, future = self._waiters.popleft()
-            loop.call_soon_threadsafe(_resolve, future)
-            n -= 1
+    def _wake_free(self) -> None:
+        """Under the lock: wake as many waiters as there are slots nobody is woken for."""
+        while self._waiters and self._in_flight + self._woken < self._limit:
+            waiter = self._waiters.popleft()
+            try:
+                waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+            except RuntimeError:  # its loop is closed: that waiter is gone
+                continue
+            self._woken += 1
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -95,14 +164,22 @@ class RequestLimiter:
         finally:
             self.release()
 
-    def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: halve the limit (once per burst: 429s that arrive within the pause or the
-        second after the last halving count as one) and hold every new request for
-        ``retry_after`` seconds."""
+    def rate_limited(self, retry_after: float | None, sent_at: float | None = None) -> None:
+        """A 429: halve the limit once per burst and hold every new request for
+        ``retry_after`` seconds.
+
+        A 429 belongs to the burst that already halved the limit when its request was sent
+        before that halving (``sent_at``, by default when the calling task last got a slot);
+        without a send time, when it arrives within the pause or the second after the last
+        halving. The limit never goes below one.
+        """
         now = self._clock()
+        sent_at = _slot_taken_at.get() if sent_at is None else sent_at
         with self._lock:
-            if now >= self._calm_after:
+            new_burst = now >= self._calm_after if sent_at is None else sent_at > self._last_cut
+            if new_burst:
                 self._limit = max(1, self._limit // 2)
+                self._last_cut = now
                 self._calm_after = now + max(retry_after or 0.0, BURST_WINDOW_S)
             self._successes = 0
             if retry_after:
@@ -115,7 +192,7 @@ class RequestLimiter:
             if self._limit < self.max_limit and self._successes >= self._recover_after:
                 self._limit += 1
                 self._successes = 0
-                self._wake(self._limit - self._in_flight)
+                self._wake_free()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
