@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -378,3 +380,142 @@ def test_a_late_429_from_a_request_sent_before_the_cut_does_not_halve_again() ->
 
     asyncio.run(later())
     assert limiter.limit == 2
+
+
+# --- the budget reserves before sending (regressions for 80036fe) ----------------------
+
+
+def test_a_reservation_holds_its_estimate_until_it_settles_or_fails() -> None:
+    budget = Budget(1.0)
+
+    async def scenario() -> None:
+        async with budget.reserve(0.6) as first:
+            second = asyncio.create_task(budget.reserve(0.5).__aenter__())
+            await asyncio.sleep(0.1)
+            assert not second.done()  # 0.6 is out: 0.5 more waits to see what it costs
+            first.settle(0.55)
+        with pytest.raises(BudgetExceeded, match=r"\$1\.0000"):  # 0.55 spent: 0.5 never fits
+            await second
+        with pytest.raises(RuntimeError):
+            async with budget.reserve(0.45):  # exactly at the cap: granted …
+                raise RuntimeError("the request failed")  # … and given back
+        async with budget.reserve(0.45) as third:
+            third.settle(0.4)
+
+    asyncio.run(scenario())
+    assert budget.spent_usd == pytest.approx(0.95) and budget.reserved_usd == 0
+    with pytest.raises(BudgetExceeded):
+        budget.check(0.1)
+
+
+def test_sixteen_threads_never_spend_past_the_cap_by_more_than_the_estimate_error() -> None:
+    """16 threads, each with its own event loop, keep sending requests whose real cost is up
+    to ``error`` above the estimate; some fail. The spend (summed by the test from what each
+    request really cost) never passes the cap by more than the error of the requests in
+    flight, and every thread is stopped by BudgetExceeded."""
+    limit, estimate, error, threads_n = 0.5, 0.01, 0.002, 16
+    lock = threading.Lock()
+    spent = {"usd": 0.0, "stopped": 0}
+    start = threading.Barrier(threads_n)
+
+    async def client(budget: Budget, rng: random.Random) -> None:
+        while True:
+            try:
+                async with budget.reserve(estimate) as reservation:
+                    await asyncio.sleep(rng.choice((0, 0, 0.0002)))  # on the wire
+                    if rng.random() < 0.1:
+                        raise ConnectionError("the request failed: nothing billed")
+                    cost = estimate + rng.uniform(0, error)
+                    with lock:
+                        spent["usd"] += cost
+                    reservation.settle(cost)
+            except ConnectionError:
+                continue
+            except BudgetExceeded:
+                with lock:
+                    spent["stopped"] += 1
+                return
+
+    def thread(budget: Budget, seed: int) -> None:
+        start.wait()
+        asyncio.run(client(budget, random.Random(seed)))
+
+    for seed in range(20):
+        budget = Budget(limit, poll_s=0.0005)
+        spent.update(usd=0.0, stopped=0)
+        threads = [threading.Thread(target=thread, args=(budget, seed * 100 + n)) for n in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert spent["stopped"] == threads_n
+        assert spent["usd"] <= limit + threads_n * error + 1e-9
+        assert spent["usd"] >= limit - estimate  # it did use the budget, up to the last request
+        assert budget.spent_usd == pytest.approx(spent["usd"]) and budget.reserved_usd == pytest.approx(0)
+
+
+def test_a_request_cancelled_in_flight_is_charged_its_estimate() -> None:
+    budget = Budget(1.0)
+
+    async def request() -> None:
+        async with budget.reserve(0.3):
+            await asyncio.sleep(10)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert budget.spent_usd == pytest.approx(0.3) and budget.reserved_usd == 0
+
+
+# --- the budget end to end: the flow at concurrency 8 against the emulator ---------------
+
+EMULATOR_KEY = "sk-or-v1-test-0123456789abcdef-LIMITS"
+AUDIO_TOKEN_USD = 0.00001  # the emulator's whisper-large-v3 price per audio token (10 a second)
+
+
+@pytest.fixture()
+def emulator(monkeypatch: pytest.MonkeyPatch):
+    from voxflow.emulator import start_emulator_in_thread
+
+    handles = []
+
+    def start(**config):
+        handle = start_emulator_in_thread(keys=(EMULATOR_KEY,), **config)
+        handles.append(handle)
+        monkeypatch.setenv("OPENROUTER_API_KEY", EMULATOR_KEY)
+        monkeypatch.setenv("OPENROUTER_BASE_URL", handle.url)
+        return handle
+
+    yield start
+    for handle in handles:
+        handle.stop()
+
+
+def test_budget_holds_at_concurrency_8_end_to_end(prefect_harness: None, emulator, tmp_path: Path) -> None:
+    """Six 20 s recordings in 4 s chunks ($0.0004 each), 8 requests in flight, a $0.003 cap:
+    what the emulator billed (its own log) stays within the cap plus the estimate error of
+    the chunks in flight (at most 2 × concurrency, each under one audio token), exit 3."""
+    from typer.testing import CliRunner
+
+    from tests.test_openrouter_flow import tones
+    from voxflow.cli import app
+
+    handle = emulator(fast_text=True, latency_ms=300)
+    tones(tmp_path / "in", 6, 20)
+    out = tmp_path / "out"
+    budget, concurrency = 0.003, 8
+    args = ["transcribe", str(tmp_path / "in"), "--out", str(out), "--concurrency", str(concurrency)]
+    result = CliRunner().invoke(app, [*args, "--budget-usd", str(budget)], env={"VOXFLOW_MAX_CHUNK_S": "4"})
+    assert result.exit_code == 3, result.output
+    billed = [e["cost"] for e in handle.log() if e["endpoint"] == "transcriptions" and e["status"] == 200]
+    assert len(billed) >= 5, result.output
+    assert sum(billed) <= budget + 2 * concurrency * AUDIO_TOKEN_USD + 1e-9, (len(billed), sum(billed))
+    (manifest_path,) = (out / "runs").glob("*.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert "BudgetExceeded" in manifest["aborted"] and manifest["left_undone"]
+    assert manifest["cost_usd"] <= budget + 2 * concurrency * AUDIO_TOKEN_USD + 1e-9

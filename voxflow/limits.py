@@ -20,8 +20,8 @@ import contextvars
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from voxflow.errors import BudgetExceeded
@@ -201,25 +201,95 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class Budget:
-    """Spent cost so far, and a cap that new work must not pass (None = no cap)."""
+    """Spent and reserved cost, and a cap that new work must not pass (None = no cap).
 
-    def __init__(self, limit_usd: float | None) -> None:
+    A request reserves its estimated cost before it is sent (:meth:`reserve`) and settles its
+    real cost when it answered; so at any moment ``spent + reserved <= limit`` holds right
+    after a reservation is granted, and the spend can pass the cap only by the estimate error
+    of the requests in flight at the last grant (sum of ``actual - estimate`` where positive).
+    """
+
+    def __init__(self, limit_usd: float | None, *, sleep: Sleep = asyncio.sleep, poll_s: float = 0.02) -> None:
         self.limit_usd = limit_usd
+        self._sleep = sleep
+        self.poll_s = poll_s
         self._spent = 0.0
+        self._reserved = 0.0
         self._lock = threading.Lock()
 
     @property
     def spent_usd(self) -> float:
         return self._spent
 
+    @property
+    def reserved_usd(self) -> float:
+        return self._reserved
+
+    @asynccontextmanager
+    async def reserve(self, estimate_usd: float) -> AsyncIterator[Reservation]:
+        """Hold ``estimate_usd`` against the cap while a request is out. When it does not fit
+        beside the requests in flight, wait for them to settle (polling every
+        ``poll_s``): a failed one gives its share back. BudgetExceeded once it cannot fit even
+        with nothing in flight. Settle the real cost with ``reservation.settle(cost)``; a
+        request that fails gives its reservation back, one cancelled while out is charged its
+        estimate (it may have been billed)."""
+        estimate = max(0.0, estimate_usd)
+        while not self._try_reserve(estimate):
+            await self._sleep(self.poll_s)
+        reservation = Reservation(self, estimate)
+        try:
+            yield reservation
+        except asyncio.CancelledError:
+            reservation.settle(estimate)
+            raise
+        finally:
+            reservation.settle(None)
+
+    def _try_reserve(self, estimate: float) -> bool:
+        """Under the lock: reserve (True), wait for the requests in flight (False), or refuse."""
+        with self._lock:
+            if self.limit_usd is not None and self._spent + self._reserved + estimate > self.limit_usd:
+                if self._reserved > 0:
+                    return False
+                self._refuse_past_cap(estimate)
+            self._reserved += estimate
+            return True
+
+    def _settle(self, estimate: float, cost_usd: float | None) -> None:
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - estimate)
+            if cost_usd is not None:
+                self._spent += cost_usd
+
     def check(self, next_cost_usd: float = 0.0) -> None:
-        """Raise BudgetExceeded if spending ``next_cost_usd`` more would pass the cap."""
-        if self.limit_usd is not None and self._spent + next_cost_usd > self.limit_usd:
+        """Raise BudgetExceeded if spending ``next_cost_usd`` more would pass the cap (it
+        reserves nothing: concurrent callers should use :meth:`reserve`)."""
+        with self._lock:
+            self._refuse_past_cap(next_cost_usd)
+
+    def _refuse_past_cap(self, next_cost_usd: float) -> None:
+        if self.limit_usd is not None and self._spent + self._reserved + next_cost_usd > self.limit_usd:
             raise BudgetExceeded(
-                f"budget of ${self.limit_usd:.4f} reached (spent ${self._spent:.4f}, next "
-                f"request ≈ ${next_cost_usd:.4f}); remaining work was not started"
+                f"budget of ${self.limit_usd:.4f} reached (spent ${self._spent:.4f}, "
+                f"${self._reserved:.4f} on requests in flight, next request ≈ ${next_cost_usd:.4f}); "
+                "remaining work was not started"
             )
 
     def add(self, cost_usd: float) -> None:
         with self._lock:
             self._spent += cost_usd
+
+
+class Reservation:
+    """One request's hold on the budget; settled once (later calls do nothing)."""
+
+    def __init__(self, budget: Budget, estimate_usd: float) -> None:
+        self._budget = budget
+        self.estimate_usd = estimate_usd
+        self._settled = False
+
+    def settle(self, cost_usd: float | None) -> None:
+        """Replace the estimate by the real cost (None: nothing was spent)."""
+        if not self._settled:
+            self._settled = True
+            self._budget._settle(self.estimate_usd, cost_usd)

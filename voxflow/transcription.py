@@ -480,11 +480,11 @@ async def _transcribe_span(
         return saved
     try:
         async with ctx.chunk_slots.slot():
-            ctx.budget.check(_estimate(ctx.engine, span))
-            chunk = _encode(span, prepared, ctx.engine)
-            stats.requests += 1
-            part = await ctx.engine.transcribe(chunk, ctx.options)
-            ctx.budget.add(part.cost_usd)
+            async with ctx.budget.reserve(_estimate(ctx.engine, span)) as reservation:  # held while out
+                chunk = _encode(span, prepared, ctx.engine)
+                stats.requests += 1
+                part = await ctx.engine.transcribe(chunk, ctx.options)
+                reservation.settle(part.cost_usd)
     except RequestRejected as exc:
         if exc.status != 413 or span.duration_ms < 2 * MIN_SPLIT_MS:
             raise
