@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.transcribe import restore_sidecars_task, transcribe_recording_task
 from voxflow.errors import RunAbort
+from voxflow.models import Recording, RecordingResult
 from voxflow.settings import load_settings
-from voxflow.transcription import RunPlan, finish_run, open_run, plan_run
+from voxflow.transcription import RunContext, RunPlan, finish_run, open_run, plan_run, task_failed
 
 
 @flow(name="transcribe", task_runner=ThreadPoolTaskRunner(max_workers=10), log_prints=True)
@@ -52,15 +53,25 @@ def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
         len(plan.deleted),
         ctx.options.model,
     )
-    futures = [restore_sidecars_task.submit(rec, ctx.run_id) for rec, _ in plan.restore]
-    futures += [transcribe_recording_task.submit(rec, ctx.run_id) for rec in plan.todo]
-    wait(futures)
-    results = []
-    for future in futures:
-        try:
-            results.append(future.result())
-        except RunAbort:
-            continue
-    summary = finish_run(ctx, results)
+    results: list[RecordingResult] = []
+    try:
+        submitted = [(rec, restore_sidecars_task.submit(rec, ctx.run_id)) for rec, _ in plan.restore]
+        submitted += [(rec, transcribe_recording_task.submit(rec, ctx.run_id)) for rec in plan.todo]
+        wait([future for _, future in submitted])
+        results = [r for rec, future in submitted if (r := _result_of(rec, future, ctx, logger)) is not None]
+    finally:  # whatever a task (or Prefect) raised, the catalog is flushed and the manifest written
+        summary = finish_run(ctx, results)
     logger.info("run %s finished: %s", ctx.run_id, summary.as_dict())
     return summary.as_dict()
+
+
+def _result_of(rec: Recording, future: PrefectFuture, ctx: RunContext, logger: Any) -> RecordingResult | None:
+    """A task's result; a task that raised (past its retries) becomes a failed row; None
+    after a RunAbort (the run records it as aborted)."""
+    try:
+        return future.result()
+    except RunAbort:
+        return None
+    except Exception as exc:  # an infrastructure fault or a bug: the recording fails, the run goes on
+        logger.error("the task for %s failed: %s: %s", rec.rel_path, type(exc).__name__, exc)
+        return task_failed(rec, exc, ctx)

@@ -327,6 +327,16 @@ def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
     return _record(ctx, result, checkpoints.clear if checkpoints else None)
 
 
+def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:
+    """The row of a recording whose task raised (an infrastructure fault past its retries):
+    the flow records it so the catalog and the manifest still name the recording."""
+    result = _failed(rec, exc, ctx.plan, ctx.options.model, prefix="task failed: ")
+    try:
+        return _record(ctx, result)
+    except Exception:  # the catalog itself is failing: the manifest still lists it
+        return result
+
+
 def _record(ctx: RunContext, result: RecordingResult, on_flushed: Callable[[], None] | None = None) -> RecordingResult:
     ctx.catalog.add_result(result, on_flushed)
     progress.emit("finished", result=result)
@@ -479,12 +489,14 @@ async def _transcribe_span(
     if saved is not None:
         return saved
     try:
-        async with ctx.chunk_slots.slot():
-            async with ctx.budget.reserve(_estimate(ctx.engine, span)) as reservation:  # held while out
-                chunk = _encode(span, prepared, ctx.engine)
-                stats.requests += 1
-                part = await ctx.engine.transcribe(chunk, ctx.options)
-                reservation.settle(part.cost_usd)
+        async with (
+            ctx.chunk_slots.slot(),
+            ctx.budget.reserve(_estimate(ctx.engine, span)) as reservation,  # held while the chunk is out
+        ):
+            chunk = _encode(span, prepared, ctx.engine)
+            stats.requests += 1
+            part = await ctx.engine.transcribe(chunk, ctx.options)
+            reservation.settle(part.cost_usd)
     except RequestRejected as exc:
         if exc.status != 413 or span.duration_ms < 2 * MIN_SPLIT_MS:
             raise
@@ -865,5 +877,6 @@ __all__ = [
     "plan_run",
     "restore_recording",
     "run_inline",
+    "task_failed",
     "transcribe_recording",
 ]
