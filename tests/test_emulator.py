@@ -368,3 +368,103 @@ def test_bad_fault_specs_are_refused() -> None:
     for spec in ("429", "teapot:0.1", "429:2", "500:0.6,502:0.6", "200:0.1"):
         with pytest.raises(ValueError):
             parse_faults(spec)
+
+
+# ── garbage bodies: always a 400 in OpenRouter's shape (regressions for 80036fe) ──────────
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GARBAGE_BODIES = {
+    "nested arrays": b"[" * 100_000 + b"]" * 100_000,
+    "nested objects": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "nested inside a field": b'{"model": "openai/whisper-large-v3", "input_audio": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}",
+    "an integer of 5000 digits": b'{"model": ' + b"7" * 5000 + b"}",
+    "truncated": b'{"model": "openai/whisper-large-v3", "input_au',
+    "not UTF-8": b'{"model": "\xff\xfe"}',
+    "empty": b"",
+    "a bare number": b"42",
+    "a lone surrogate as model": b'{"model": "\\ud800"}',
+}
+
+
+@pytest.fixture(scope="module")
+def quick() -> EmulatorHandle:
+    handle = start_emulator_in_thread(fast_text=True)
+    yield handle
+    handle.stop()
+
+
+def _assert_openrouter_400(answer: httpx.Response, what: object) -> None:
+    assert answer.status_code == 400, (what, answer.status_code, answer.text[:200])
+    assert answer.headers["content-type"].startswith("application/json"), what
+    error = answer.json()["error"]
+    assert error["code"] == 400 and isinstance(error["message"], str) and error["message"], what
+
+
+@pytest.mark.parametrize("endpoint", ["audio/transcriptions", "audio/speech"])
+@pytest.mark.parametrize("name", list(GARBAGE_BODIES))
+def test_garbage_json_is_a_400_in_openrouter_shape(quick: EmulatorHandle, endpoint: str, name: str) -> None:
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}", "Content-Type": "application/json"}
+    with httpx.Client(headers=headers, timeout=60) as client:
+        answer = client.post(f"{quick.url}/{endpoint}", content=GARBAGE_BODIES[name])
+        _assert_openrouter_400(answer, name)
+        assert client.get(f"{quick.url}/key").status_code == 200, "the emulator is still serving"
+    assert quick.log()[-2]["status"] == 400
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["\ud800", "pcm", "wav", "verbose_json", "word", "en", STT, TTS, "alloy", "mp3"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+STT_FIELDS = ["model", "input_audio", "input_audio.data", "input_audio.format", "response_format",
+              "timestamp_granularities", "diarize", "keyterms", "temperature", "language", "provider"]  # fmt: skip
+TTS_FIELDS = ["model", "input", "voice", "response_format", "speed", "instructions"]
+
+
+def _with(body: dict, path: str, value: object) -> dict:
+    body = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    target = body
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    endpoint=st.sampled_from(["transcriptions", "speech"]),
+    field=st.integers(0, 100),
+    value=JSON_VALUES,
+    raw=st.one_of(st.none(), st.binary(max_size=64)),
+)
+def test_any_mangled_request_is_answered_never_a_500(
+    quick: EmulatorHandle, endpoint: str, field: int, value: object, raw: bytes | None
+) -> None:
+    """A valid request with one field replaced by any JSON value (NaN, lone surrogates, lists
+    where strings belong …), or raw bytes: a 200 or a 4xx in OpenRouter's shape, never a 500."""
+    if endpoint == "transcriptions":
+        audio = {"data": base64.b64encode(b"\x00\x01" * 1600).decode(), "format": "pcm"}
+        base = {"model": STT, "input_audio": audio, "response_format": "verbose_json"}
+        body = _with(base, STT_FIELDS[field % len(STT_FIELDS)], value)
+    else:
+        body = _with(
+            {"model": TTS, "input": "Hi.", "response_format": "pcm"}, TTS_FIELDS[field % len(TTS_FIELDS)], value
+        )
+    content = raw if raw is not None else json.dumps(body, allow_nan=True).encode()
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}", "Content-Type": "application/json"}
+    answer = httpx.post(f"{quick.url}/audio/{endpoint}", content=content, headers=headers, timeout=60)
+    assert answer.status_code in (200, 400, 404), (body if raw is None else raw, answer.status_code, answer.text[:200])
+    if answer.status_code != 200:
+        error = answer.json()["error"]
+        assert error["code"] == answer.status_code and isinstance(error["message"], str)

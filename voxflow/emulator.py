@@ -249,9 +249,11 @@ class _Problem(Exception):
         self.message = message
         self.headers = dict(headers or {})
 
-    def response(self) -> JSONResponse:
-        body = {"error": {"code": self.status, "message": self.message}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    def response(self) -> Response:
+        """The error as JSON; ASCII-escaped, so any message (even one quoting a lone
+        surrogate from the request) can be sent."""
+        body = json.dumps({"error": {"code": self.status, "message": self.message}})
+        return Response(body, status_code=self.status, headers=self.headers, media_type="application/json")
 
 
 class EmulatorState:
@@ -335,9 +337,18 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
         chunks.append(chunk)
         if not more:
             break
+    return _parse_json_object(b"".join(chunks))
+
+
+def _parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400: malformed, too deeply nested, an integer past
+    Python's digit limit, not UTF-8, or with strings that are not valid Unicode."""
     try:
-        body = json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(raw)
+        json.dumps(body, ensure_ascii=False).encode()  # unpaired surrogate escapes ("\ud800")
+    except RecursionError:
+        raise _Problem(400, "Invalid JSON in request body: nested too deeply") from None
+    except (ValueError, UnicodeError):  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise _Problem(400, "Invalid JSON in request body") from None
     if not isinstance(body, dict):
         raise _Problem(400, "Request body must be a JSON object")
@@ -535,6 +546,10 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
         except _Problem as problem:
             await _drain(request)
             response = problem.response()
+        except Exception as exc:  # an emulator bug: still an OpenRouter-shaped answer, and logged
+            log.exception("emulator: %s failed", endpoint)
+            await _drain(request)
+            response = _Problem(500, f"Internal emulator error: {type(exc).__name__}").response()
         entry["status"] = 0 if isinstance(response, _Dropped) else response.status_code
         entry["ms"] = round((time.perf_counter() - started) * 1000, 1)
         state.record(entry)
@@ -563,7 +578,7 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
         if "url" in audio and "data" not in audio:
             raise _Problem(400, f"Provider for {model.id} does not support audio URLs")
         fmt = audio.get("format")
-        if fmt not in INPUT_FORMATS:
+        if not isinstance(fmt, str) or fmt not in INPUT_FORMATS:
             raise _Problem(
                 400,
                 f"Unsupported audio format {fmt!r}; use one of {', '.join(sorted(INPUT_FORMATS))}",
@@ -648,7 +663,7 @@ def create_app(config: EmulatorConfig | None = None, *, warm: bool = False) -> S
                 f"'input' is {len(text)} characters; {model.id} takes at most {model.max_chars}",
             )
         voice = body.get("voice", model.voices[0])
-        if voice not in model.voices:
+        if not isinstance(voice, str) or voice not in model.voices:
             raise _Problem(
                 400,
                 f"Voice {voice!r} is not supported by {model.id}; supported: {', '.join(model.voices)}",
@@ -771,7 +786,7 @@ def _transcription_options(body: dict[str, Any], model: SttModel) -> dict[str, A
     if grains is not None:
         if fmt != "verbose_json":
             raise _Problem(400, "timestamp_granularities requires response_format 'verbose_json'")
-        if not isinstance(grains, list) or not set(grains) <= {"segment", "word"}:
+        if not isinstance(grains, list) or not all(g in ("segment", "word") for g in grains):
             raise _Problem(400, "timestamp_granularities must be a list of 'segment', 'word'")
     diarize = body.get("diarize", False)
     if not isinstance(diarize, bool):
