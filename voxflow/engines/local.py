@@ -66,7 +66,8 @@ class LocalTranscriber:
         self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
         self.threads = threads
         self._whisper: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one transcription at a time per loaded model
+        self._load_lock = threading.Lock()  # one load, however many threads ask at once
 
     @classmethod
     def shared(cls, model: str, threads: int = 2) -> LocalTranscriber:
@@ -78,15 +79,16 @@ class LocalTranscriber:
             return cls._instances[key]
 
     def load(self) -> Any:
-        """Load the model once (≈ 0.2–1 s for tiny.en)."""
-        if self._whisper is None:
-            from faster_whisper import WhisperModel
+        """Load the model once (≈ 0.2–1 s for tiny.en), even when threads ask at once."""
+        with self._load_lock:
+            if self._whisper is None:
+                from faster_whisper import WhisperModel
 
-            ref = resolve_stt_model(self.model)
-            try:
-                self._whisper = WhisperModel(ref, device="cpu", compute_type="int8", cpu_threads=self.threads)
-            except Exception as exc:  # bad directory, no network for a hub name …
-                raise ConfigError(f"cannot load local model {self.model!r}: {exc}") from exc
+                ref = resolve_stt_model(self.model)
+                try:
+                    self._whisper = WhisperModel(ref, device="cpu", compute_type="int8", cpu_threads=self.threads)
+                except Exception as exc:  # bad directory, no network for a hub name …
+                    raise ConfigError(f"cannot load local model {self.model!r}: {exc}") from exc
         return self._whisper
 
     @property
@@ -184,7 +186,8 @@ class LocalSynthesizer:
     def __init__(self, model: str) -> None:
         self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
         self._voice: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one synthesis at a time per voice
+        self._load_lock = threading.Lock()  # one load, however many threads ask at once
 
     @classmethod
     def shared(cls, model: str) -> LocalSynthesizer:
@@ -194,11 +197,12 @@ class LocalSynthesizer:
             return cls._instances[model]
 
     def load(self) -> Any:
-        if self._voice is None:
-            from piper import PiperVoice
+        with self._load_lock:
+            if self._voice is None:
+                from piper import PiperVoice
 
-            onnx, config = resolve_voice(self.model)
-            self._voice = PiperVoice.load(onnx, config_path=config)
+                onnx, config = resolve_voice(self.model)
+                self._voice = PiperVoice.load(onnx, config_path=config)
         return self._voice
 
     @property
