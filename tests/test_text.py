@@ -442,3 +442,60 @@ def test_changing_a_lexicon_entry_changes_only_the_chunks_that_contain_it() -> N
 def test_tiny_chunk_limit_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         prepare_document(doc_of("x"), max_chars=10)
+
+
+# ── sentence splitting under threads; whole text kept ──────────────────────────────────
+
+STRESS_TEXTS = [
+    "Dr. Smith met Mr. Jones at 5 p.m. on Jan. 3 in the U.S. capital. They talked for hours. Then they left!",
+    "It rained. It poured? It stopped... and the sun came out. \"Really?\" she asked. He nodded.",
+    "One sentence only, with a comma, a semicolon; and no end",
+    "Chapter one ended. St. Paul's was quiet, e.g. at night. The 3.5 km walk took 40 min. Done.",
+    " ".join(f"word{i}" for i in range(400)) + ". A short one. Another short one?",
+]
+
+
+def test_split_sentences_in_many_threads_matches_single_threaded_results() -> None:
+    """Case 1: 16 threads × 150 rounds over mixed texts give exactly the single-threaded
+    splits (a shared pysbd Segmenter gave 71 wrong splits in 4 × 300)."""
+    import random
+    import threading
+
+    expected = {text: split_sentences(text) for text in STRESS_TEXTS}
+    wrong: list[tuple[str, list[str]]] = []
+    barrier = threading.Barrier(16)
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        barrier.wait()
+        for _ in range(150):
+            text = rng.choice(STRESS_TEXTS)
+            got = split_sentences(text)
+            if got != expected[text]:
+                wrong.append((text, got))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} wrong splits, e.g. {wrong[0]}"
+
+
+def test_split_sentences_keeps_abbreviations_and_every_character() -> None:
+    text = "Dr. Watson arrived at 5 p.m. on Jan. 3. He left at once. Was it raining? Yes!"
+    parts = split_sentences(text)
+    assert parts[0].startswith("Dr. Watson arrived at 5 p.m. on Jan. 3")
+    assert re.sub(r"\s", "", "".join(parts)) == re.sub(r"\s", "", text)
+
+
+def test_one_line_unpunctuated_text_is_kept_whole_in_chunks() -> None:
+    """Case 3/4: 200 KB on one line without punctuation: every character lands in a chunk
+    of at most the limit (checked with a plain regex, not voxflow's splitter)."""
+    words = [f"w{i % 977}x" for i in range(33_000)]
+    line = " ".join(words)
+    doc = Document("mem://long.txt", "txt", "Long", None, (Chapter(0, "Long", (line,)),))
+    prepared = prepare_document(doc, max_chars=4096)
+    body = [c for c in prepared.chapters[0].body]
+    assert all(len(c.spoken) <= 4096 for c in body)
+    assert re.findall(r"\w+", " ".join(c.text for c in body)) == words
