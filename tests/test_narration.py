@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -480,3 +481,194 @@ def test_prefect_flow(prefect_harness: None, tmp_path: Path) -> None:
     assert mp3s(tmp_path / "out" / "audiobooks" / "note")
     again = narrate_flow(source=str(source), out=str(tmp_path / "out"), options=options)
     assert (again["done"], again["skipped"], again["failed"]) == (0, 1, 1)
+
+
+# ── runs of many documents, damaged cache entries, invariants, odd names, bad settings ──
+
+SENTENCES = [
+    "Dr. Smith came home at 5 p.m. on Jan. 3 with the news.",
+    "It was raining hard outside, and the street was empty.",
+    "Was anyone there?",
+    "Mrs. Brown said no, not since the morning train left St. Paul's.",
+    "The clock struck six; the lamps went on one by one.",
+    "Nobody spoke for a long while!",
+]
+
+
+def small_document(n: int) -> str:
+    """Three paragraphs of three sentences each, different per document."""
+    paragraphs = []
+    for p in range(3):
+        picked = [SENTENCES[(n + p + k) % len(SENTENCES)] for k in range(3)]
+        paragraphs.append(" ".join(picked) + f" Paragraph {p} of document {n} ends here.")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def vtt_words(path: Path) -> list[str]:
+    return re.findall(r"\w+", " ".join(c.text for c in webvtt.read(str(path))))
+
+
+def test_sixteen_documents_in_eight_threads_keep_every_word(tmp_path: Path) -> None:
+    """Case 5 (and 1): sixteen documents narrated at once on 8 threads (the flow's threaded
+    path) keep every word: a plain \\w+ count of each source against its read-along VTT
+    parsed by webvtt-py (the heading, the file's title, comes first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from voxflow.narration import finish_narration, narrate, open_narration
+
+    source = tmp_path / "in"
+    source.mkdir()
+    texts = {f"doc-{n:02d}": small_document(n) for n in range(16)}
+    for stem, text in texts.items():
+        (source / f"{stem}.txt").write_text(text)
+    for round_ in range(2):
+        out = tmp_path / f"out{round_}"
+        plan = plan_narration(str(source), Settings(out=str(out), model="local/tone-test", concurrency=8))
+        run = open_narration(plan, synth=ToneSynth())
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda doc: narrate(doc, run), plan.todo))
+        summary = finish_narration(run)
+        assert (summary.done, summary.failed) == (16, 0), summary.failures
+        for stem, text in texts.items():
+            words = vtt_words(out / "audiobooks" / stem / f"{stem}.vtt")
+            expected = re.findall(r"\w+", text)
+            assert words[-len(expected) :] == expected, stem
+            assert len(words) == len(expected) + len(re.findall(r"\w+", stem))
+
+
+def test_a_damaged_cache_entry_is_synthesised_again(tmp_path: Path) -> None:
+    """Case 2: a truncated WAV in the speech cache (its header still parses) is not reused:
+    the chunk is synthesised again, the chapter keeps its length, the report says why."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "story.txt").write_text(small_document(1))
+    out = tmp_path / "out"
+    first = ToneSynth()
+    _plan, summary = narrate_dir(source, out, first)
+    assert summary.done == 1
+    mp3 = mp3s(out / "audiobooks" / "story")[0]
+    length = float(ffprobe(mp3, "-show_format")["format"]["duration"])
+    wavs = sorted((out / ".voxflow" / "tts-cache").rglob("*.wav"), key=lambda p: p.stat().st_size)
+    victim = wavs[-1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: 44 + (len(data) - 44) // 3])
+    with wave.open(str(victim)) as w:  # still a WAV header that parses
+        assert w.getnframes() > 0
+    for path in mp3s(out / "audiobooks" / "story"):
+        path.unlink()
+    again = ToneSynth()
+    _plan, summary = narrate_dir(source, out, again)
+    assert summary.done == 1
+    assert len(again.calls) == 1  # only the damaged chunk
+    assert abs(float(ffprobe(mp3, "-show_format")["format"]["duration"]) - length) < 0.1
+    report = json.loads(next((out / "audiobooks" / "story").glob("*.report.json")).read_text())
+    assert any("damaged" in w for w in report["synthesis"]["warnings"])
+
+
+def test_a_sentence_lost_in_preparation_fails_the_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Case 4: when the chunks do not add up to the prepared text (a splitter that drops a
+    sentence, as the shared pysbd Segmenter did under threads) the book fails; no 'done'."""
+    import voxflow.text
+
+    real = voxflow.text.split_sentences
+    monkeypatch.setattr(voxflow.text, "split_sentences", lambda text, language="en": real(text, language)[:1])
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "story.txt").write_text(small_document(2))
+    _plan, summary = narrate_dir(source, tmp_path / "out", ToneSynth())
+    assert (summary.done, summary.failed) == (0, 1)
+    assert "chunks" in summary.failures[0]["message"]
+    assert not list((tmp_path / "out").rglob("*.mp3"))
+
+
+class Boom(BaseException):
+    """Not an Exception: what a task can raise past ordinary handlers."""
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("disk on fire"), Boom("hard stop")])
+def test_the_flow_writes_the_manifest_whatever_a_task_raises(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException
+) -> None:
+    """Case 6: a task that raises anything still leaves runs/<id>.json naming the document."""
+    import tasks.narrate
+    from flows.narrate import narrate_flow
+
+    def explode(doc: Any, run: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(tasks.narrate, "narrate", explode)
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "note.txt").write_text("A very short note.\n")
+    with pytest.raises(BaseException):  # noqa: B017,PT011 - whatever the flow lets through
+        narrate_flow(source=str(source), out=str(tmp_path / "out"), options={"model": LOCAL})
+        raise AssertionError("finished")  # the flow may also return: then the manifest is checked too
+    manifests = list((tmp_path / "out" / "runs").glob("*.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["counts"]["failed"] == 1 and manifest["errors"][0]["file"] == "note.txt"
+
+
+def test_a_file_name_that_is_not_utf8_is_planned_narrated_and_recorded(tmp_path: Path) -> None:
+    """Case 7: b'bad\\xff\\xfe.txt' (old NAS shares) is narrated; its rows keep the name
+    escaped (backslashreplace) and as raw bytes; the manifest names it."""
+    source = tmp_path / "in"
+    source.mkdir()
+    raw = b"bad\xff\xfe.txt"
+    with open(os.path.join(os.fsencode(source), raw), "wb") as f:
+        f.write(small_document(3).encode())
+    out = tmp_path / "out"
+    _plan, summary = narrate_dir(source, out, ToneSynth())
+    assert (summary.done, summary.failed) == (1, 0), summary.failures
+    parts = f"read_parquet('{out}/catalog/narrations/*.parquet')"
+    rows = duckdb.sql(f"select rel_path, rel_path_bytes, status from {parts}").fetchall()
+    assert rows and all(r == ("bad\\xff\\xfe.txt", raw, "done") for r in rows)
+    manifest = json.loads(Path(summary.manifest).read_text())
+    assert manifest["books"][0]["file"] == "bad\\xff\\xfe.txt"
+    assert list((out / "audiobooks").rglob("*.mp3"))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    from typer.testing import CliRunner
+
+    from voxflow.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400", **(env or {})})
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    return result.exit_code, lines
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--lexicon", "/missing.toml"], {}, ["--lexicon", "VOXFLOW_LEXICON", "/missing.toml"]),
+        ([], {"VOXFLOW_LEXICON": "/missing.toml"}, ["--lexicon", "VOXFLOW_LEXICON", "/missing.toml"]),
+        (["--speed", "0"], {}, ["--speed", "0.25", "4"]),
+        (["--voice", "nova"], {}, ["--voice", "VOXFLOW_VOICE", "nova"]),
+    ],
+)
+def test_settings_that_would_be_ignored_are_refused_with_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], words: list[str]
+) -> None:
+    """Case 8: exit 2 and one clear line naming the flag, before any work."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "note.txt").write_text("A note.\n")
+    out = tmp_path / "out"
+    code, lines = cli("narrate", str(source), "--out", str(out), "--model", LOCAL, *args, env=env)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, lines
+    assert all(w in errors[0] for w in words), errors[0]
+    assert not any("Traceback" in line for line in lines)
+    assert not (out / "audiobooks").exists()
+
+
+def test_a_bad_lexicon_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[words\nnope")
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "note.txt").write_text("A note.\n")
+    code, lines = cli("narrate", str(source), "--out", str(tmp_path / "out"), "--model", LOCAL, "--lexicon", str(bad))
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "--lexicon" in errors[0] and str(bad) in errors[0], lines

@@ -318,8 +318,10 @@ def _fetch(fs: Any, path: str) -> str:
 
 
 class ChunkCache:
-    """Synthesised chunks on local disk: ``<key[:2]>/<key>.wav`` (+ ``.json`` with cost and
-    generation id). Written atomically; a chunk whose WAV exists is done."""
+    """Synthesised chunks on local disk: ``<key[:2]>/<key>.wav`` + ``.json`` (cost, generation
+    id, and what makes the entry trustworthy: the sha256 of the spoken text, the frame count
+    and the sha256 of the PCM). Written atomically, the JSON last: an entry is reused only
+    when its record is there and the WAV's frames and checksum match it."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -327,24 +329,39 @@ class ChunkCache:
     def _wav(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.wav"
 
-    def get(self, key: str) -> ChunkAudio | None:
+    def get(self, key: str, spoken: str | None = None) -> ChunkAudio | None:
+        """The entry, or None when missing; raises DamagedCacheEntry when it does not match
+        its record (truncated, altered, or made for another text)."""
         path = self._wav(key)
         try:
+            record = json.loads(path.with_suffix(".json").read_bytes())
             with wave.open(str(path), "rb") as wav:
-                return ChunkAudio(str(path), wav.getframerate(), wav.getnframes())
-        except (OSError, wave.Error, EOFError):
+                rate, frames = wav.getframerate(), wav.getnframes()
+                pcm = wav.readframes(frames)
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, wave.Error, EOFError) as exc:
+            raise DamagedCacheEntry(f"speech-cache entry {path.name} is unreadable ({exc})") from exc
+        if "pcm_sha256" not in record and _whole(pcm, frames, record):  # an entry of an older voxflow
+            record = {**record, "frames": frames, "pcm_sha256": hashlib.sha256(pcm).hexdigest()}
+            write_local_atomic(path.with_suffix(".json"), json.dumps(record).encode())
+        problem = _cache_mismatch(record, pcm, frames, spoken)
+        if problem:
+            raise DamagedCacheEntry(f"speech-cache entry {path.name} is damaged ({problem})")
+        return ChunkAudio(str(path), rate, frames)
 
     def put(self, key: str, speech: SpeechAudio, meta: Mapping[str, Any]) -> ChunkAudio:
         path = self._wav(key)
+        frames = len(speech.pcm) // (2 * speech.channels)
         record = {
             **meta,
             "cost_usd": speech.cost_usd,
             "generation_id": speech.generation_id,
             "sample_rate": speech.sample_rate,
             "channels": speech.channels,
+            "frames": frames,
+            "pcm_sha256": hashlib.sha256(speech.pcm[: frames * 2 * speech.channels]).hexdigest(),
         }
-        write_local_atomic(path.with_suffix(".json"), json.dumps(record).encode())
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as wav:
             wav.setnchannels(speech.channels)
@@ -352,12 +369,34 @@ class ChunkCache:
             wav.setframerate(speech.sample_rate)
             wav.writeframes(speech.pcm)
         write_local_atomic(path, buffer.getvalue())
-        frames = len(speech.pcm) // (2 * speech.channels)
+        write_local_atomic(path.with_suffix(".json"), json.dumps(record).encode())
         return ChunkAudio(str(path), speech.sample_rate, frames)
 
     def forget(self, key: str) -> None:
-        self._wav(key).unlink(missing_ok=True)
         self._wav(key).with_suffix(".json").unlink(missing_ok=True)
+        self._wav(key).unlink(missing_ok=True)
+
+
+class DamagedCacheEntry(AudioError):
+    """A speech-cache entry that does not match its record: synthesised again."""
+
+
+def _whole(pcm: bytes, frames: int, record: Mapping[str, Any]) -> bool:
+    """The WAV holds every frame its header announces."""
+    return frames > 0 and len(pcm) == frames * 2 * int(record.get("channels") or 1)
+
+
+def _cache_mismatch(record: Mapping[str, Any], pcm: bytes, frames: int, spoken: str | None) -> str | None:
+    """Why a cache entry cannot be trusted, or None."""
+    if "frames" not in record or "pcm_sha256" not in record:
+        return "truncated, and no frame count or checksum recorded"
+    if record["frames"] != frames or not _whole(pcm, frames, record):
+        return f"{frames} frames where {record['frames']} were written"
+    if hashlib.sha256(pcm).hexdigest() != record["pcm_sha256"]:
+        return "PCM checksum mismatch"
+    if spoken is not None and record.get("text_sha256") != hashlib.sha256(spoken.encode()).hexdigest():
+        return "made for another text"
+    return None
 
 
 @dataclass
@@ -368,6 +407,7 @@ class SynthStats:
     cost_usd: float = 0.0
     cost_by_key: dict[str, float] = field(default_factory=dict)
     generation_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # damaged cache entries, synthesised again
 
 
 async def synthesise_chunks(
@@ -389,16 +429,16 @@ async def synthesise_chunks(
     digest = options.digest()
     audio: dict[str, ChunkAudio] = {}
     todo: dict[str, TextChunk] = {}
+    stats = stats if stats is not None else SynthStats()
     for chunk in chunks:
         key = chunk.cache_key(digest)
         if key in audio or key in todo:
             continue
-        hit = cache.get(key)
+        hit = _cached(cache, key, chunk, stats)
         if hit is not None:
             audio[key] = hit
         else:
             todo[key] = chunk
-    stats = stats if stats is not None else SynthStats()
     stats.chunks, stats.cached = len(audio) + len(todo), len(audio)
     gated = hasattr(synth, "limiter")
     if gated:
@@ -454,6 +494,16 @@ async def synthesise_chunks(
             with contextlib.suppress(Exception):
                 await close()
     return audio, stats
+
+
+def _cached(cache: ChunkCache, key: str, chunk: TextChunk, stats: SynthStats) -> ChunkAudio | None:
+    """A trustworthy cache entry for ``chunk``, or None (a damaged one is dropped and noted)."""
+    try:
+        return cache.get(key, chunk.spoken)
+    except DamagedCacheEntry as exc:
+        stats.warnings.append(f"{exc}: synthesised again")
+        cache.forget(key)
+        return None
 
 
 def join_speech(parts: Sequence[SpeechAudio], gap_ms: int = 250) -> SpeechAudio:
@@ -731,6 +781,7 @@ def _book_report(doc_uri: str, prepared: PreparedDocument, book: Audiobook, stat
             "cached": stats.cached,
             "cost_usd": round(stats.cost_usd, 6),
             "generation_ids": stats.generation_ids[:50],
+            "warnings": stats.warnings,
         },
     }
 
