@@ -288,10 +288,26 @@ class FilePlan:
                 continue
             edges = [0, *clip.shape.boundaries, clip.frames]
             for k, sentence in enumerate(clip.chunk.sentences):
-                a, b = _ms(at + edges[k], self.rate), _ms(at + edges[k + 1], self.rate)
-                if b > a:
-                    cues.append(Cue(a, b, sentence))
-        return cues
+                cues.append(Cue(_ms(at + edges[k], self.rate), _ms(at + edges[k + 1], self.rate), sentence))
+        return merge_empty_cues(cues)
+
+
+def merge_empty_cues(cues: Sequence[Cue]) -> list[Cue]:
+    """Cues with no duration joined to a neighbour (the one before, else the next): the
+    read-along never loses a sentence's text."""
+    merged: list[Cue] = []
+    pending: list[str] = []
+    for cue in cues:
+        if cue.end_ms > cue.start_ms:
+            merged.append(replace(cue, text=" ".join([*pending, cue.text])) if pending else cue)
+            pending = []
+        elif merged:
+            merged[-1] = replace(merged[-1], text=f"{merged[-1].text} {cue.text}")
+        else:
+            pending.append(cue.text)
+    if pending and merged:
+        merged[-1] = replace(merged[-1], text=" ".join([merged[-1].text, *pending]))
+    return merged
 
 
 def _ms(frames: int, rate: int) -> int:
@@ -728,12 +744,11 @@ def render_vtt(cues: Sequence[Cue], duration_ms: int) -> str:
     """Read-along WebVTT (the same writer as the subtitle sidecars), lines wrapped at 70."""
     from voxflow.subtitles import SidecarDoc, VTTWriter
 
-    shaped = []
+    clamped = []
     for cue in cues:
         start = max(0, min(cue.start_ms, duration_ms))
-        end = max(start, min(cue.end_ms, duration_ms))
-        if end > start:
-            shaped.append(Cue(start, end, "\n".join(textwrap.wrap(cue.text, 70)) or cue.text))
+        clamped.append(Cue(start, max(start, min(cue.end_ms, duration_ms)), cue.text))
+    shaped = [replace(c, text="\n".join(textwrap.wrap(c.text, 70)) or c.text) for c in merge_empty_cues(clamped)]
     doc = SidecarDoc(
         text=" ".join(c.text for c in cues),
         language="und",
@@ -883,7 +898,9 @@ def render_book(
                 extras.append(RenderedFile(vtt_rel, out.uri(vtt_rel), plan.title, duration, (), None, "vtt"))
             offset += duration
         vtt_rel = f"{folder}/{book_name}.vtt"
-        staged.append((vtt_rel, _write(work, vtt_rel, render_vtt(cues, offset))))
+        book_vtt = render_vtt(cues, offset)
+        check_read_along(book_vtt, [*(credits or ())[:1], *book, *(credits or ())[1:]])
+        staged.append((vtt_rel, _write(work, vtt_rel, book_vtt)))
         extras.append(RenderedFile(vtt_rel, out.uri(vtt_rel), meta.title, offset, (), None, "vtt"))
         if files:
             m3u_rel = f"{folder}/{book_name}.m3u"
@@ -917,6 +934,23 @@ def render_book(
             except OSError as exc:
                 raise OutputError(f"cannot write {out.uri(rel)}: {exc}") from exc
     return Audiobook(folder, tuple(files), tuple(extras), tuple(plans))
+
+
+def check_read_along(vtt: str, chapters: Sequence[ChapterAudio]) -> None:
+    """Invariant: the read-along VTT, parsed back (webvtt-py), holds the text of every chunk
+    in order (compared with all whitespace removed). AudioError otherwise."""
+    import html
+
+    import webvtt
+
+    shown = "".join("".join(html.unescape(c.text).split()) for c in webvtt.from_string(vtt))
+    expected = "".join("".join(chunk.text.split()) for ch in chapters for chunk in ch.chapter.chunks)
+    if shown != expected:
+        at = next((i for i, (a, b) in enumerate(zip(shown, expected, strict=False)) if a != b), min(len(shown), len(expected)))
+        raise AudioError(
+            f"the read-along VTT does not cover every chunk: it differs from the text at "
+            f"character {at} ({expected[at : at + 40]!r})"
+        )
 
 
 def _write(work: Path, rel: str, text: str) -> Path:

@@ -71,6 +71,7 @@ from voxflow.text import (
     Lexicon,
     PreparedDocument,
     TextChunk,
+    check_chunks,
     credits_chunks,
     document_format,
     prepare_document,
@@ -696,6 +697,7 @@ def _narrate(
     prepared = prepare_document(
         doc, max_chars=job.max_chars, lexicon=job.lexicon, phonemes=local, latin_only=voice_is_latin(synth.model)
     )
+    check_chunks(prepared)
     narrator = narrator_label(synth.model, settings.voice)
     credits = None
     chunks = list(prepared.chunks())
@@ -707,7 +709,7 @@ def _narrate(
     digest = sopts.digest()
 
     def audio_of(chunks: Iterable[TextChunk]) -> tuple[ChunkAudio, ...]:
-        return tuple(audio[c.cache_key(digest)] for c in chunks)
+        return tuple(_chunk_audio(audio, c, digest) for c in chunks)
 
     book = [ChapterAudio(ch, audio_of(ch.chunks)) for ch in prepared.chapters]
     credit_audio = None
@@ -741,6 +743,14 @@ def _narrate(
     )
     _save_state(out, job, rows, outputs)
     return rows
+
+
+def _chunk_audio(audio: Mapping[str, ChunkAudio], chunk: TextChunk, digest: str) -> ChunkAudio:
+    """Invariant: every chunk has audio (a checked cache entry or fresh speech) with frames."""
+    found = audio.get(chunk.cache_key(digest))
+    if found is None or found.frames <= 0:
+        raise AudioError(f"chapter {chunk.chapter_index + 1}, chunk {chunk.seq}: no speech for {chunk.text[:60]!r}")
+    return found
 
 
 def _credit_chapter(chunk: TextChunk, title: str) -> Any:

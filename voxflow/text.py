@@ -105,6 +105,7 @@ class PreparedChapter:
     index: int
     title: str
     chunks: tuple[TextChunk, ...]  # chunks[0] is the heading read aloud
+    text: str | None = None  # the cleaned paragraphs, one space between: what the body chunks must add up to
 
     @property
     def heading(self) -> TextChunk:
@@ -1131,7 +1132,13 @@ def split_sentences(text: str, language: str | None = "en") -> list[str]:
             merged[-1] += part
         else:
             merged.append(part)
+    for k in range(len(merged) - 1):  # an opening quote left at a piece's end goes with the next
+        if m := _DANGLING_OPENER.search(merged[k]):
+            merged[k], merged[k + 1] = merged[k][: m.start()] + m.group(1), m.group(2) + merged[k + 1]
     return [p.strip() for p in merged if p.strip()]
+
+
+_DANGLING_OPENER = re.compile(r"(\s)([\"'“‘«‹(\[¿¡]+)$")
 
 
 # Clause boundaries, best first: (pattern, cut after the match (True) or before it)
@@ -1311,11 +1318,31 @@ def prepare_document(
         for paragraph in paragraphs:
             parts = _sentence_parts(paragraph, lexicon, phonemes, max_chars, notes, doc.language)
             chunks.extend(_pack(parts, index, len(chunks), "body", max_chars))
-        chapters.append(PreparedChapter(index, title, tuple(chunks)))
+        chapters.append(PreparedChapter(index, title, tuple(chunks), " ".join(paragraphs)))
     if not chapters:
         what = _nothing_reason(doc, notes.items)
         raise TextError(f"nothing to speak: {what}")
     return PreparedDocument(doc, tuple(chapters), PrepReport(tuple(notes.items)), max_chars)
+
+
+def _no_space(text: str) -> str:
+    return "".join(text.split())
+
+
+def check_chunks(prepared: PreparedDocument) -> None:
+    """Invariant: each chapter's body chunks, joined, are exactly its cleaned text once all
+    whitespace is removed (nothing dropped, duplicated or reordered by sentence splitting,
+    clause cutting or packing). TextError naming the chapter otherwise."""
+    for chapter in prepared.chapters:
+        if chapter.text is None:
+            continue
+        joined = _no_space("".join(c.text for c in chapter.body))
+        expected = _no_space(chapter.text)
+        if joined != expected:
+            raise TextError(
+                f"chapter {chapter.index + 1} ({chapter.title!r}): the chunks do not add up to the prepared "
+                f"text ({len(joined)} of {len(expected)} non-space characters): not narrated"
+            )
 
 
 def _nothing_reason(doc: Document, notes: Sequence[PrepNote]) -> str:
@@ -1435,6 +1462,7 @@ __all__ = [
     "PreparedChapter",
     "PreparedDocument",
     "TextChunk",
+    "check_chunks",
     "clean_text",
     "credits_chunks",
     "decode_text",
