@@ -216,6 +216,57 @@ def narrator_label(model: str, voice: str | None) -> str:
     return f"a synthetic voice ({name})"
 
 
+SPEED_RANGE = (0.25, 4.0)  # Piper (length_scale = 1 / speed) and OpenAI-style speech APIs alike
+
+
+def validate_narration(settings: Settings, options: NarrationOptions) -> None:
+    """Refuse, before any work, a setting that would otherwise be silently ignored: one
+    ConfigError line naming the flag, its environment variable and what to do."""
+    for path, origin in _lexicon_settings(options):
+        _check_lexicon(path, origin)
+    low, high = SPEED_RANGE
+    if options.speed is not None and not low <= options.speed <= high:
+        raise ConfigError(
+            f"--speed {options.speed:g}: outside the range of {settings.speech_model}: "
+            f"use {low:g} to {high:g} (1.0 = normal speed)"
+        )
+    if settings.voice and is_local_model(settings.speech_model):
+        voices = local_voices(settings.speech_model)
+        if settings.voice not in voices:
+            choice = f"use one of {', '.join(sorted(voices))}" if voices else "it has a single voice: leave --voice out"
+            raise ConfigError(
+                f"--voice {settings.voice} (VOXFLOW_VOICE): the offline voice {settings.speech_model} has no voice "
+                f"{settings.voice!r}: {choice}"
+            )
+
+
+def _lexicon_settings(options: NarrationOptions) -> list[tuple[str, str]]:
+    env = os.environ.get("VOXFLOW_LEXICON") or ""
+    return [(p, "--lexicon") for p in options.lexicon] + [(p, "VOXFLOW_LEXICON") for p in env.split(os.pathsep) if p]
+
+
+def _check_lexicon(path: str, origin: str) -> None:
+    where = f"--lexicon / VOXFLOW_LEXICON {path}" if origin == "--lexicon" else f"VOXFLOW_LEXICON / --lexicon {path}"
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"{where}: no such file: give an existing .toml or .txt lexicon")
+    try:
+        Lexicon.load([path])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}: fix the file or leave it out") from None
+
+
+def local_voices(model: str) -> frozenset[str]:
+    """Speaker names of a local Piper voice (empty for a single-speaker voice)."""
+    from voxflow.engines.local import resolve_voice
+
+    _onnx, config = resolve_voice(model)
+    try:
+        speakers = json.loads(Path(config).read_text()).get("speaker_id_map") or {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the voice config {config}: {exc}") from exc
+    return frozenset(speakers)
+
+
 # --------------------------------------------------------------------------- documents
 
 
@@ -1067,6 +1118,7 @@ def plan_narration(source: str, settings: Settings, options: NarrationOptions | 
     """Scan the corpus and skip unchanged, finished books (before any engine is built)."""
     options = options or NarrationOptions()
     options.assembly().validate()
+    validate_narration(settings, options)
     docs, ignored = scan_documents(source, exclude=settings.out)
     keys = book_keys(docs)
     out = OutputTree(settings.out)
@@ -1461,6 +1513,7 @@ def _dry_run(
 ) -> int:
     from rich.table import Table
 
+    validate_narration(settings, options)
     docs, ignored = scan_documents(source, exclude=settings.out)
     pricing = _speech_pricing(settings)
     model = settings.speech_model
@@ -1545,4 +1598,5 @@ __all__ = [
     "run_narrate",
     "scan_documents",
     "synthesise_chunks",
+    "validate_narration",
 ]
