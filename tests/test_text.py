@@ -448,7 +448,7 @@ def test_tiny_chunk_limit_is_a_config_error() -> None:
 
 STRESS_TEXTS = [
     "Dr. Smith met Mr. Jones at 5 p.m. on Jan. 3 in the U.S. capital. They talked for hours. Then they left!",
-    "It rained. It poured? It stopped... and the sun came out. \"Really?\" she asked. He nodded.",
+    'It rained. It poured? It stopped... and the sun came out. "Really?" she asked. He nodded.',
     "One sentence only, with a comma, a semicolon; and no end",
     "Chapter one ended. St. Paul's was quiet, e.g. at night. The 3.5 km walk took 40 min. Done.",
     " ".join(f"word{i}" for i in range(400)) + ". A short one. Another short one?",

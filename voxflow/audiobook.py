@@ -946,7 +946,8 @@ def check_read_along(vtt: str, chapters: Sequence[ChapterAudio]) -> None:
     shown = "".join("".join(html.unescape(c.text).split()) for c in webvtt.from_string(vtt))
     expected = "".join("".join(chunk.text.split()) for ch in chapters for chunk in ch.chapter.chunks)
     if shown != expected:
-        at = next((i for i, (a, b) in enumerate(zip(shown, expected, strict=False)) if a != b), min(len(shown), len(expected)))
+        pairs = enumerate(zip(shown, expected, strict=False))
+        at = next((i for i, (a, b) in pairs if a != b), min(len(shown), len(expected)))
         raise AudioError(
             f"the read-along VTT does not cover every chunk: it differs from the text at "
             f"character {at} ({expected[at : at + 40]!r})"

@@ -540,7 +540,8 @@ def _first_version(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # them read back as nulls.
 
 NARRATION_EXTRA_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("rel_path", pa.string()),
+    ("rel_path", pa.string()),  # printable: bytes that are not UTF-8 as \xNN (voxflow.fsnames)
+    ("rel_path_bytes", pa.binary()),  # the rel path's exact bytes
     ("book_title", pa.string()),
     ("author", pa.string()),
     ("start_s", pa.float64()),  # where the chapter starts in output_uri

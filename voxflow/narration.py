@@ -54,6 +54,7 @@ from voxflow.catalog import CatalogWriter
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
 from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, SourceError, VoxflowError, most_severe
+from voxflow.fsnames import printable_name, raw_name
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import Recording
 from voxflow.settings import Settings
@@ -329,7 +330,7 @@ def book_keys(docs: Iterable[DocumentRef]) -> dict[str, str]:
     """rel_path → output folder key: the rel path without extension; the extension is kept
     where two documents would share a key (``book.txt`` and ``book.md``)."""
     docs = list(docs)
-    plain = {d.rel_path: d.rel_path.rsplit(".", 1)[0] for d in docs}
+    plain = {d.rel_path: printable_name(d.rel_path).rsplit(".", 1)[0] for d in docs}
     counts: dict[str, int] = {}
     for key in plain.values():
         counts[key] = counts.get(key, 0) + 1
@@ -702,7 +703,8 @@ def narrate_document(
     """Narrate one document into ``out`` and return its ``narrations`` rows (one per
     chapter; one failed row on error). Raises only RunAbort."""
     options = options or NarrationOptions()
-    rel = rel_path or doc_uri.rstrip("/").rsplit("/", 1)[-1]
+    raw_rel = rel_path or doc_uri.rstrip("/").rsplit("/", 1)[-1]
+    rel = printable_name(raw_rel)
     key = _safe_key(book_key or rel.rsplit(".", 1)[0])
     force = settings.force if force is None else force
     started = _now()
@@ -710,14 +712,14 @@ def narrate_document(
     spent = SynthStats()
     try:
         rows = _narrate(
-            doc_uri, rel, key, settings, out, synth, limiter, budget, run_id, options, force, started, spent
+            doc_uri, raw_rel, key, settings, out, synth, limiter, budget, run_id, options, force, started, spent
         )
     except RunAbort:
         raise
     except VoxflowError as exc:
-        rows = [_failed_row(doc_uri, rel, synth.model, settings.voice, run_id, exc, started, spent)]
+        rows = [_failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
     except Exception as exc:  # a bug or an infrastructure fault: still one clear row
-        rows = [_failed_row(doc_uri, rel, synth.model, settings.voice, run_id, exc, started, spent)]
+        rows = [_failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
     progress.emit("narration.finished", document=rel, rows=rows)
     return rows
 
@@ -756,7 +758,9 @@ def _narrate(
         credits = credits_chunks(doc.title, doc.author, narrator, lexicon=job.lexicon, phonemes=local)
         chunks += list(credits)
     cache = ChunkCache(out.state_dir() / "tts-cache")
-    audio, stats = asyncio.run(synthesise_chunks(chunks, synth, sopts, cache, limiter, budget, label=rel, stats=spent))
+    label = printable_name(rel)
+    speaking = synthesise_chunks(chunks, synth, sopts, cache, limiter, budget, label=label, stats=spent)
+    audio, stats = asyncio.run(speaking)
     digest = sopts.digest()
 
     def audio_of(chunks: Iterable[TextChunk]) -> tuple[ChunkAudio, ...]:
@@ -871,8 +875,7 @@ def _done_rows(
         rows.append(
             {
                 "document_id": job.document_id,
-                "source_uri": doc_uri,
-                "rel_path": rel,
+                **_name_columns(doc_uri, rel),
                 "chapter_index": chapter.index,
                 "chapter_title": chapter.title,
                 "model": model,
@@ -900,6 +903,11 @@ def _done_rows(
     return rows
 
 
+def _name_columns(doc_uri: str, rel: str) -> dict[str, Any]:
+    """A row's names as valid text, and the rel path's exact bytes (see voxflow.fsnames)."""
+    return {"source_uri": printable_name(doc_uri), "rel_path": printable_name(rel), "rel_path_bytes": raw_name(rel)}
+
+
 def _failed_row(
     doc_uri: str,
     rel: str,
@@ -918,8 +926,7 @@ def _failed_row(
         document_id = content_hash(doc_uri)
     return {
         "document_id": document_id,
-        "source_uri": doc_uri,
-        "rel_path": rel,
+        **_name_columns(doc_uri, rel),
         "chapter_index": None,
         "chapter_title": None,
         "model": model,
@@ -930,7 +937,7 @@ def _failed_row(
         "output_uri": None,
         "status": "failed",
         "error_kind": kind,
-        "error_message": f"{rel}: {prefix}{reason}",
+        "error_message": f"{printable_name(rel)}: {prefix}{reason}",
         "run_id": run_id,
         "options_hash": None,
         "finished_at": _now(),
@@ -955,7 +962,7 @@ def _save_state(out: OutputTree, job: _Job, rows: list[dict[str, Any]], outputs:
             fs, path = resolve(uri)
             if path.startswith(out.root.rstrip("/") + "/audiobooks/"):
                 fs.rm(path)
-    keep = [{k: v for k, v in row.items() if k not in ("started_at", "finished_at")} for row in rows]
+    keep = [{k: v for k, v in row.items() if k not in ("started_at", "finished_at", "rel_path_bytes")} for row in rows]
     state = {"job": job.digest, "document_id": job.document_id, "rows": keep, "outputs": outputs}
     write_local_atomic(_state_path(out, job.key), json.dumps(state, default=str).encode())
 
@@ -1275,16 +1282,16 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
     results = list(run.results if results is None else results)
     handled = {row["rel_path"] for rows in results for row in rows}
     for doc in plan.todo:  # a document whose task died before it returned rows
-        if doc.rel_path not in handled:
+        if printable_name(doc.rel_path) not in handled:
             reason = run.aborted or RuntimeError("the task ended without a result (see the flow's logs)")
             prefix = "not started: " if run.aborted else ""
             rows = [_failed_row(doc.uri, doc.rel_path, run.synth.model, plan.settings.voice, run.run_id, reason,
                                 _now(), SynthStats(), prefix=prefix)]  # fmt: skip
             run.catalog.add_rows("narrations", rows)
             results.append(rows)
-    for _doc, rows in plan.skipped:
+    for doc, rows in plan.skipped:
         for row in rows:
-            row["run_id"] = run.run_id
+            row.update(run_id=run.run_id, **_name_columns(doc.uri, doc.rel_path))
         run.catalog.add_rows("narrations", rows)
     run.catalog.flush()
     by_doc: dict[str, list[dict[str, Any]]] = {}
@@ -1294,7 +1301,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
     done_paths = {p for p, rows in by_doc.items() if rows and rows[0]["status"] == "done"}
     failed = [rows[0] for rows in by_doc.values() if rows and rows[0]["status"] == "failed"]
     not_started = [r for r in failed if ": not started: " in (r["error_message"] or "")]
-    undone = [d.rel_path for d in plan.todo if d.rel_path not in done_paths]
+    undone = [printable_name(d.rel_path) for d in plan.todo if printable_name(d.rel_path) not in done_paths]
     books = []
     for rel, rows in sorted(by_doc.items()):
         head = rows[0]
@@ -1517,7 +1524,10 @@ def _dry_run(
     docs, ignored = scan_documents(source, exclude=settings.out)
     pricing = _speech_pricing(settings)
     model = settings.speech_model
-    plans = [plan_document(d.uri, settings, options=options, rel_path=d.rel_path, pricing=pricing) for d in docs]
+    plans = [
+        plan_document(d.uri, settings, options=options, rel_path=printable_name(d.rel_path), pricing=pricing)
+        for d in docs
+    ]
     table = Table(title=f"narration plan ({model})")
     for column in ("document", "chapters", "characters", "words", "chunks", "est. minutes", "est. cost $"):
         table.add_column(column)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from voxflow.errors import ConfigError, TextError
+from voxflow.fsnames import printable_name
 from voxflow.models import language_code
 
 TEXT_EXTENSIONS = {"txt": "txt", "text": "txt", "md": "md", "markdown": "md", "epub": "epub"}
@@ -229,7 +230,7 @@ def read_document(uri: str, data: bytes | None = None, *, fmt: str | None = None
 
 
 def _stem(uri: str) -> str:
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    name = printable_name(uri.rstrip("/").rsplit("/", 1)[-1])
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
