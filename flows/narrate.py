@@ -56,15 +56,19 @@ def run_plan(plan: NarrationPlan, run_id: str | None = None) -> dict[str, Any]:
         len(plan.skipped),
         run.synth.model,
     )
-    futures = [narrate_document_task.submit(doc, run.run_id) for doc in plan.todo]
-    wait(futures)
-    for future in futures:  # resolve every future; rows are collected by the run itself
-        try:
-            future.result()
-        except RunAbort:
-            continue
-        except Exception as exc:  # an infrastructure fault: finish_narration reports the document
-            logger.error("a narration task failed: %s", exc)
+    try:
+        futures = [narrate_document_task.submit(doc, run.run_id) for doc in plan.todo]
+        wait(futures)
+        for future in futures:  # resolve every future; rows are collected by the run itself
+            try:
+                future.result()
+            except RunAbort:
+                continue
+            except Exception as exc:  # an infrastructure fault: finish_narration reports the document
+                logger.error("a narration task failed: %s", exc)
+    except BaseException:  # an interrupt or a crash: the manifest still says what happened, then it goes on up
+        finish_narration(run)
+        raise
     summary = finish_narration(run)
     logger.info(
         "run %s finished: %d done, %d skipped, %d failed, %.1f min of audio, $%.4f (manifest %s)",
