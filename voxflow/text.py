@@ -989,16 +989,18 @@ _INLINE_FOOTNOTE = re.compile(r"\[(?:Footnote|Note|Sidenote)\b[^\]]{0,2000}\]", 
 _ILLUSTRATION = re.compile(r"\[Illustration(?::[^\]]{0,500})?\]", re.IGNORECASE)
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>\n]{0,200}>")
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>()\[\]{}\"']+", re.IGNORECASE)
-_EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
+# Each pattern that starts with a run of characters starts only where that run starts
+# (the negative lookbehinds): tried at every point of a long run, it would be quadratic.
+_EMAIL = re.compile(r"(?<![\w.+-])([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _EMPHASIS = re.compile(r"(?<![\w*_])([_*]{1,2})(?=\S)([^_*\n]{1,300}?)(?<=\S)\1(?![\w*_])")
-_DASHES = re.compile(r"\s*(?:--+|—)\s*")
+_DASHES = re.compile(r"(?<!\s)\s*(?:--+|—)\s*")
 _CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]*(?:[ ,;:]+[A-Z][A-Z'’-]*)*\b")
 _YEAR = re.compile(
     r"\b(in|since|until|till|from|by|of|about|circa|year|summer|winter|spring|"
     r"autumn)\s+(1[1-9]\d\d)\b(?!\s*(?:%|[.,]\d|[a-z]+s\b))",
     re.IGNORECASE,
 )
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?…])")
+_SPACE_BEFORE_PUNCT = re.compile(r"(?<!\s)\s+([,.;:!?…])")
 _LATIN_PUNCT_OK = frozenset(["Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Pc", "Sc", "Sm", "Nd", "Zs"])
 
 
@@ -1012,6 +1014,7 @@ def year_words(year: int) -> str:
     return f"{number_words(high)} {number_words(low)}"
 
 
+@lru_cache(maxsize=65536)
 def _speakable_char(ch: str, latin_only: bool) -> bool:
     if ch in " \n\t":
         return True
@@ -1053,11 +1056,12 @@ def clean_text(text: str, notes: _Notes | None = None, *, latin_only: bool = Tru
     text = _DASHES.sub(" — ", text)
     text = _emphasis_capitals(text, notes)
     text = _YEAR.sub(lambda m: _say_year(m, notes), text)
-    dropped = [ch for ch in text if not _speakable_char(ch, latin_only)]
-    if dropped:
-        shown = "".join(dict.fromkeys(dropped))[:24]
-        notes.add("unspeakable", f"{len(dropped)} character(s) the voice cannot speak dropped: {shown}")
-        text = "".join(ch for ch in text if _speakable_char(ch, latin_only))
+    unspeakable = {ch: None for ch in set(text) if not _speakable_char(ch, latin_only)}
+    if unspeakable:
+        kept = text.translate(dict.fromkeys(map(ord, unspeakable)))
+        shown = "".join(ch for ch in dict.fromkeys(text) if ch in unspeakable)[:24]
+        notes.add("unspeakable", f"{len(text) - len(kept)} character(s) the voice cannot speak dropped: {shown}")
+        text = kept
     text = " ".join(text.split())
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = re.sub(r"\(\s*\)|\[\s*\]", "", text).strip()
@@ -1071,8 +1075,8 @@ def _emphasis_capitals(text: str, notes: _Notes) -> str:
     """Words set in capitals for emphasis ("VERY", "TOOK A WATCH") read as words: a run of
     capitals with four letters or more and a vowel is lower-cased (a paragraph's first word
     and the pronoun I keep their capital). Short acronyms ("BBC", "US") are left alone."""
-    letters = [c for c in text if c.isalpha()]
-    if not letters or sum(c.isupper() for c in letters) >= len(letters) / 2:
+    letters = sum(map(str.isalpha, text))
+    if not letters or sum(map(str.isupper, text)) >= letters / 2:
         return text
     changed: list[str] = []
 
@@ -1167,22 +1171,28 @@ def split_long(sentence: str, limit: int, *, min_fraction: float = 0.35) -> list
     such boundary wins. Only a single "word" longer than ``limit`` is ever cut inside.
     """
     parts: list[str] = []
-    rest = sentence.strip()
-    while len(rest) > limit:
-        cut = _best_cut(rest, limit, int(limit * min_fraction))
-        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip()
+    text = sentence.strip()
+    at, end = 0, len(text)
+    while end - at > limit:  # positions, not slices of the rest: linear in the sentence's length
+        window = text[at : at + limit + 1]
+        cut = _best_cut(window, limit, int(limit * min_fraction))
+        head = window[:cut].rstrip()
         if head:
             parts.append(head)
-    if rest:
-        parts.append(rest)
+        at += cut
+        while at < end and text[at].isspace():
+            at += 1
+    if at < end:
+        parts.append(text[at:])
     return parts
 
 
 def _best_cut(text: str, limit: int, lowest: int) -> int:
     window = text[: limit + 1]
+    first_word = len(window) - len(window.lstrip())  # a cut must leave a word before it
     for pattern, after in _CLAUSE_BREAKS:
         cuts = [m.end() if after else m.start() for m in pattern.finditer(window)]
-        cuts = [c for c in cuts if lowest <= c <= limit and text[:c].strip()]
+        cuts = [c for c in cuts if lowest <= c <= limit and c > first_word]
         if cuts:
             return max(cuts)
     # no space in the whole window: one enormous "word"; the only place a cut is allowed
