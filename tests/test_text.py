@@ -499,3 +499,15 @@ def test_one_line_unpunctuated_text_is_kept_whole_in_chunks() -> None:
     body = [c for c in prepared.chapters[0].body]
     assert all(len(c.spoken) <= 4096 for c in body)
     assert re.findall(r"\w+", " ".join(c.text for c in body)) == words
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a speed assertion: the old patterns took hours here
+def test_long_runs_that_made_the_cleaning_regexes_quadratic_are_cleaned() -> None:
+    """Case 3: a run of 'a.a.a.' (the e-mail pattern), a run of spaces (the dash and
+    space-before-punctuation patterns): cleaned, every word kept (plain regex count)."""
+    dotted = "a." * 60_000
+    spaced = "start" + " " * 120_000 + "— end ."
+    doc = Document("mem://runs.txt", "txt", "Runs", None, (Chapter(0, "Runs", (dotted, spaced)),))
+    prepared = prepare_document(doc, max_chars=2000)
+    text = " ".join(c.text for c in prepared.chapters[0].body)
+    assert re.findall(r"\w+", text) == re.findall(r"\w+", dotted + " " + spaced)
