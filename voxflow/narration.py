@@ -62,7 +62,7 @@ from voxflow.sources import (
     HashCache,
     OutputTree,
     content_hash,
-    full_uri,
+    list_source,
     new_run_id,
     resolve,
     write_local_atomic,
@@ -290,39 +290,19 @@ class DocumentRef:
         return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def scan_documents(source: str, *, exclude: str | None = None) -> tuple[list[DocumentRef], int]:
-    """(.txt/.md/.epub documents under ``source`` sorted by path, files ignored)."""
-    fs, root = resolve(source)
-    excluded = resolve(exclude)[1].rstrip("/") if exclude else None
-    try:
-        if not fs.exists(root):
-            raise SourceError(f"source does not exist: {source}")
-        if fs.isfile(root):
-            entries = {root: fs.info(root)}
-            base = root.rsplit("/", 1)[0]
-        else:
-            entries = fs.find(root, detail=True, withdirs=False)
-            base = root.rstrip("/")
-    except (OSError, PermissionError) as exc:
-        raise SourceError(f"cannot list {source}: {exc}") from exc
-    docs, ignored = [], 0
-    for path, info in sorted(entries.items()):
-        rel = path[len(base) :].lstrip("/")
-        hidden = any(part.startswith(".") for part in rel.split("/"))
-        inside = excluded is not None and (path == excluded or path.startswith(excluded + "/"))
-        name = rel.rsplit("/", 1)[-1]
-        if hidden or inside or document_format(rel) is None or ".lexicon." in name or _NOT_BOOKS.match(name):
+def scan_documents(
+    source: str, *, exclude: str | None = None, follow_symlinks: bool = False
+) -> tuple[list[DocumentRef], int]:
+    """(.txt/.md/.epub documents under ``source`` sorted by path, files ignored), from the same
+    listing as recordings (:func:`voxflow.sources.list_source`: regular files only)."""
+    listing = list_source(source, exclude=exclude, follow_symlinks=follow_symlinks)
+    docs, ignored = [], listing.left_out
+    for f in listing.files:
+        name = f.rel_path.rsplit("/", 1)[-1]
+        if document_format(f.rel_path) is None or ".lexicon." in name or _NOT_BOOKS.match(name):
             ignored += 1
             continue
-        mtime = info.get("mtime") or 0.0
-        docs.append(
-            DocumentRef(
-                full_uri(fs, path),
-                rel,
-                int(info.get("size") or 0),
-                float(mtime) if isinstance(mtime, int | float) else 0.0,
-            )
-        )
+        docs.append(DocumentRef(f.uri, f.rel_path, f.size_bytes, f.mtime))
     return docs, ignored
 
 
@@ -1126,7 +1106,7 @@ def plan_narration(source: str, settings: Settings, options: NarrationOptions | 
     options = options or NarrationOptions()
     options.assembly().validate()
     validate_narration(settings, options)
-    docs, ignored = scan_documents(source, exclude=settings.out)
+    docs, ignored = scan_documents(source, exclude=settings.out, follow_symlinks=settings.follow_symlinks)
     keys = book_keys(docs)
     out = OutputTree(settings.out)
     model = settings.speech_model
@@ -1521,7 +1501,7 @@ def _dry_run(
     from rich.table import Table
 
     validate_narration(settings, options)
-    docs, ignored = scan_documents(source, exclude=settings.out)
+    docs, ignored = scan_documents(source, exclude=settings.out, follow_symlinks=settings.follow_symlinks)
     pricing = _speech_pricing(settings)
     model = settings.speech_model
     plans = [

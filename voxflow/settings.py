@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     budget_usd: float | None = Field(default=None, ge=0)
     force: bool = False
     beside_source: bool = False
+    follow_symlinks: bool = False  # follow symlinks that lead out of the source (never opens special files)
     settle_seconds: float = Field(default=0.0, ge=0)
     max_chunk_s: float = Field(default=600.0, ge=1)  # longest piece sent to an engine
     min_silence_s: float = Field(default=0.35, gt=0)

@@ -14,9 +14,11 @@ bucket as it is now.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 import uuid
@@ -25,18 +27,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import fsspec
 from fsspec.core import url_to_fs
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voxflow.errors import OutputError, SourceError
-from voxflow.media import looks_like_media
+from voxflow.errors import AudioError, ConfigError, OutputError, SourceError, VoxflowError
+from voxflow.media import looks_like_media, probe
 from voxflow.models import Recording
 
 HASH_BLOCK = 1 << 20
+# What voxflow itself writes under ``--out``: never scanned when ``--out`` is the source or holds it.
+OUTPUT_FOLDERS = ("catalog", "runs", "audiobooks", ".voxflow")
 REMOTE_BLOCK = 8 << 20  # one ranged GET per 8 MiB when hashing an object
 # Object stores: an object appears whole (one PUT), so it never needs to settle.
 OBJECT_STORES = frozenset(["s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"])
@@ -202,6 +206,27 @@ def under(uri: str, root_uri: str) -> bool:
 # --- listing ------------------------------------------------------------------------------
 
 
+SkipReason = Literal[
+    "named pipe (FIFO)",
+    "socket",
+    "character device",
+    "block device",
+    "special file",
+    "broken symlink",
+    "symlink loop",
+    "symlink out of the source",
+    "folder already listed",
+    "unreadable folder",
+]
+
+
+class Skipped(NamedTuple):
+    """A path the listing left out without opening it, and why."""
+
+    rel_path: str
+    reason: SkipReason
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SourceFile:
     """One file of a listing: where it is and which version of it we saw."""
@@ -222,9 +247,10 @@ class Listing:
     root: str  # the listed path; for a single file, its folder
     root_uri: str
     single_file: bool
-    files: tuple[SourceFile, ...]  # sorted by path; hidden and excluded files left out
-    skipped: int  # hidden or inside ``exclude``
+    files: tuple[SourceFile, ...]  # regular files sorted by path; hidden and excluded files left out
+    left_out: int  # hidden or voxflow's own outputs
     paths: frozenset[str]  # every file path listed, hidden and excluded ones included
+    skipped: tuple[Skipped, ...] = ()  # special files and symlinks never opened, with the reason
 
     def paths_under(self, fs: fsspec.AbstractFileSystem, root: str) -> set[str] | None:
         """The listed paths under ``root`` of ``fs`` if this listing covers it, else None."""
@@ -234,68 +260,104 @@ class Listing:
         return {p for p in self.paths if p.startswith(prefix)}
 
 
-def list_source(source: str, *, exclude: str | None = None) -> Listing:
-    """Every file under ``source`` (a folder or prefix, recursively, or one file), sorted.
+def list_source(source: str, *, exclude: str | None = None, follow_symlinks: bool = False) -> Listing:
+    """Every regular file under ``source`` (a folder or prefix, recursively, or one file), sorted.
 
-    Hidden files and folders and anything under ``exclude`` (the output folder) are left out.
-    Raises SourceError when the source does not exist or cannot be listed. Used for
-    recordings (:func:`scan`) and documents alike.
+    Hidden files and folders and voxflow's own outputs under ``exclude`` (the output folder)
+    are left out. Locally only regular files are listed: FIFOs, sockets, devices, broken or
+    looping symlinks and, unless ``follow_symlinks``, symlinks leading out of the source are
+    in ``skipped`` with the reason, never opened. Raises ConfigError for an empty ``source``,
+    SourceError when it does not exist or cannot be listed. Used for recordings
+    (:func:`scan`) and documents alike.
     """
+    if not source.strip():
+        raise ConfigError("SOURCE is empty: give a folder, file or s3:// URL")
     fs, root = resolve(source)
-    excluded = resolve(exclude)[1] if exclude else None
     try:
-        entries, single = _list(fs, root)
+        entries, single, special = _list(fs, root, follow_symlinks)
     except FileNotFoundError as exc:
         raise SourceError(f"source does not exist: {source}") from exc
     except (OSError, PermissionError) as exc:
         raise SourceError(f"cannot list {source}: {exc}") from exc
     base = root.rsplit("/", 1)[0] if single else root.rstrip("/")
+    outputs = tuple(p + "/" for p in _own_outputs(root, exclude))
     remote = is_object_store(fs)
-    files, skipped, paths = [], 0, set()
+    files, left_out, paths = [], 0, set()
     for path, info in sorted(entries.items()):
         if info.get("type") == "directory" or path.endswith("/"):
             continue
         paths.add(path)
         rel = path[len(base) :].lstrip("/")
-        if _hidden(rel) or _inside(path, excluded):
-            skipped += 1
+        if _hidden(rel) or (outputs and path.startswith(outputs)):
+            left_out += 1
             continue
         mtime = _mtime(info)
         version = (info.get("ETag") or info.get("etag") or mtime) if remote else mtime
         files.append(SourceFile(path, full_uri(fs, path), rel, int(info.get("size") or 0), mtime, version))
-    return Listing(fs, base, full_uri(fs, base), single, tuple(files), skipped, frozenset(paths))
+    skipped = tuple(
+        Skipped(rel, why)
+        for path, why in sorted(special)
+        if not _hidden(rel := path[len(base) :].lstrip("/")) and not (outputs and path.startswith(outputs))
+    )
+    return Listing(fs, base, full_uri(fs, base), single, tuple(files), left_out, frozenset(paths), skipped)
 
 
-def _list(fs: fsspec.AbstractFileSystem, root: str) -> tuple[dict[str, dict[str, Any]], bool]:
-    """(path → info, whether ``root`` is a single file)."""
+def _own_outputs(root: str, exclude: str | None) -> tuple[str, ...]:
+    """Folders under ``root`` that hold voxflow's outputs: the whole output folder when it is
+    inside the source; when it is the source or holds it, only its own subfolders."""
+    if not exclude:
+        return ()
+    out, root = resolve(exclude)[1].rstrip("/"), root.rstrip("/")
+    if _inside(out, root) and out != root:
+        return (out,)
+    subfolders = (f"{out}/{name}" for name in OUTPUT_FOLDERS)
+    return tuple(p for p in subfolders if _inside(p, root) and p != root)
+
+
+Entries = dict[str, dict[str, Any]]
+Special = list[tuple[str, SkipReason]]
+
+
+def _list(fs: fsspec.AbstractFileSystem, root: str, follow_symlinks: bool) -> tuple[Entries, bool, Special]:
+    """(path → info, whether ``root`` is a single file, special paths left out)."""
     if is_local(fs):
-        if not fs.exists(root):
-            raise FileNotFoundError(root)
-        if fs.isfile(root):
-            return {root: fs.info(root)}, True
-        return _walk_local(root, stat=True), False
+        mode = os.stat(root).st_mode  # FileNotFoundError: no such source
+        if stat.S_ISDIR(mode):
+            found, special = _walk_local(root, with_stat=True, follow_symlinks=follow_symlinks)
+            return found, False, special
+        if not stat.S_ISREG(mode):
+            raise SourceError(f"{root} is a {_special_reason(mode)}, not a regular file or folder: not read")
+        return {root: fs.info(root)}, True, []
     # A bucket: one paginated listing; s3fs answers a key that is an object with that object.
     entries = fs.find(root, detail=True, withdirs=False)
     if set(entries) == {root.rstrip("/")}:
-        return entries, True
+        return entries, True, []
     if not entries and not fs.exists(root):
         raise FileNotFoundError(root)
-    return entries, False
+    return entries, False, []
 
 
-def _walk_local(root: str, *, stat: bool) -> dict[str, dict[str, Any]]:
-    """Files under a local folder with os.scandir: one stat per file (none without ``stat``),
-    about 3× faster than fsspec's walk, which stats every entry through ``info``."""
-    found: dict[str, dict[str, Any]] = {}
+def _walk_local(root: str, *, with_stat: bool, follow_symlinks: bool = True) -> tuple[Entries, Special]:
+    """Regular files under a local folder, with os.scandir (one stat per file, none without
+    ``with_stat``; about 3× faster than fsspec's walk), and the special paths left out unopened.
+
+    Folders reached without symlinks are listed first, so a symlinked alias of one of them
+    (or a loop back to the root) is "folder already listed"; without ``follow_symlinks`` a
+    symlink whose target is outside ``root`` (its real path) is not followed.
+    """
+    found: Entries = {}
+    special: Special = []
     top = root.rstrip("/") or "/"
-    pending = [top]
+    real_top = os.path.realpath(top)
+    folders, linked = [top], []  # linked: folders reached through a symlink, walked last
     visited: set[tuple[int, int]] = set()
-    while pending:
-        folder = pending.pop()
+    while folders or linked:
+        folder = folders.pop() if folders else linked.pop()
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in visited:
-                continue  # a symlink loop
+                special.append((folder, "folder already listed"))
+                continue
             visited.add((st.st_dev, st.st_ino))
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
@@ -303,26 +365,63 @@ def _walk_local(root: str, *, stat: bool) -> dict[str, dict[str, Any]]:
         except PermissionError:
             if folder == top:
                 raise
-            continue  # an unreadable subfolder is left out, as fsspec's walk does
+            special.append((folder, "unreadable folder"))  # fsspec's walk leaves it out too
+            continue
         for entry in entries:
             try:
-                if entry.is_dir():  # symlinks to folders are followed, like fsspec
-                    pending.append(entry.path)
-                elif stat:
-                    st = entry.stat()
-                    found[entry.path] = {"size": st.st_size, "mtime": st.st_mtime, "type": "file"}
+                if entry.is_symlink():
+                    _visit_link(entry.path, real_top, follow_symlinks, with_stat, found, special, linked)
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    found[entry.path] = _file_info(entry.stat()) if with_stat else {}
                 else:
-                    found[entry.path] = {}
+                    special.append((entry.path, _special_reason(entry.stat(follow_symlinks=False).st_mode)))
             except OSError:
-                continue  # vanished or broken symlink
-    return found
+                continue  # vanished while listing
+    return found, special
+
+
+def _visit_link(
+    path: str, real_top: str, follow: bool, with_stat: bool, found: Entries, special: Special, linked: list[str]
+) -> None:
+    """Sort one symlink: a file to list, a folder to walk later, or a special path with its reason."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        special.append((path, "symlink loop" if exc.errno == errno.ELOOP else "broken symlink"))
+        return
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        special.append((path, _special_reason(st.st_mode)))
+    elif not follow and not _inside(os.path.realpath(path), real_top):
+        special.append((path, "symlink out of the source"))
+    elif stat.S_ISDIR(st.st_mode):
+        linked.append(path)
+    else:
+        found[path] = _file_info(st) if with_stat else {}
+
+
+def _file_info(st: os.stat_result) -> dict[str, Any]:
+    return {"size": st.st_size, "mtime": st.st_mtime, "type": "file"}
+
+
+def _special_reason(mode: int) -> SkipReason:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
 
 
 def find_paths(fs: fsspec.AbstractFileSystem, root: str) -> set[str]:
     """Every file path under ``root`` (empty if it does not exist), with one listing."""
     try:
         if is_local(fs):
-            return set(_walk_local(root, stat=False))
+            return set(_walk_local(root, with_stat=False)[0])
         return set(fs.find(root))
     except (FileNotFoundError, OSError):
         return set()
@@ -335,20 +434,25 @@ class ScanResult:
     unsettled: tuple[Recording, ...] = ()  # changed within the settle interval: next run
     versions: dict[str, Any] = field(default_factory=dict)  # uri → ETag or mtime
     listing: Listing | None = None
+    skipped: tuple[Skipped, ...] = ()  # (rel_path, reason): special files and symlinks never opened
 
 
-def scan(source: str, *, exclude: str | None = None, settle_seconds: float = 0.0) -> ScanResult:
+def scan(
+    source: str, *, exclude: str | None = None, settle_seconds: float = 0.0, follow_symlinks: bool = False
+) -> ScanResult:
     """Media files under ``source`` (a directory, recursively, or one file), sorted by path.
 
-    Hidden files and folders and anything under ``exclude`` (the output folder) are skipped.
-    Media is recognised by extension or, for unknown extensions, by the first bytes. On file
-    systems, a file modified less than ``settle_seconds`` ago may still be being copied: it is
-    returned in ``unsettled`` instead. Bucket objects appear whole and never wait.
+    Hidden files and folders and voxflow's outputs under ``exclude`` (the output folder) are
+    left out; special files and symlinks out of the source are ``skipped`` (see
+    :func:`list_source`). Media is recognised by extension or, for unknown extensions, by the
+    first bytes. On file systems, a file modified less than ``settle_seconds`` ago may still be
+    being copied: it is returned in ``unsettled`` instead. Bucket objects appear whole and
+    never wait.
     """
-    listing = list_source(source, exclude=exclude)
+    listing = list_source(source, exclude=exclude, follow_symlinks=follow_symlinks)
     settle = settle_seconds if settle_seconds and not is_object_store(listing.fs) else 0.0
     now = time.time()
-    recordings, unsettled, versions, ignored = [], [], {}, listing.skipped
+    recordings, unsettled, versions, ignored = [], [], {}, listing.left_out
     for f in listing.files:
         if not _is_media(listing.fs, f.path, f.rel_path):
             ignored += 1
@@ -356,7 +460,7 @@ def scan(source: str, *, exclude: str | None = None, settle_seconds: float = 0.0
         rec = Recording(uri=f.uri, rel_path=f.rel_path, size_bytes=f.size_bytes, mtime=f.mtime)
         versions[f.uri] = f.version
         (unsettled if settle and now - f.mtime < settle else recordings).append(rec)
-    return ScanResult(tuple(recordings), ignored, tuple(unsettled), versions, listing)
+    return ScanResult(tuple(recordings), ignored, tuple(unsettled), versions, listing, listing.skipped)
 
 
 def _is_media(fs: fsspec.AbstractFileSystem, path: str, rel: str) -> bool:
@@ -366,9 +470,9 @@ def _is_media(fs: fsspec.AbstractFileSystem, path: str, rel: str) -> bool:
     if looks_like_media(rel, b""):
         return True
     try:
-        with fs.open(path, "rb") as fh:
+        with _open_regular(path, path) if is_local(fs) else fs.open(path, "rb") as fh:
             return looks_like_media(rel, fh.read(16))
-    except OSError:
+    except (OSError, SourceError):
         return False
 
 
@@ -390,13 +494,42 @@ def open_input(uri: str, *, cache_type: str = "readahead") -> Iterator[Any]:
     """A binary file object for ``uri`` that streams: ranged GETs of 8 MiB on a bucket,
     never the whole object in memory. Failing to open it raises SourceError."""
     fs, path = resolve(uri)
-    kwargs = {} if is_local(fs) else {"block_size": REMOTE_BLOCK, "cache_type": cache_type}
+    if is_local(fs):
+        with _open_regular(path, uri) as fh:
+            yield fh
+        return
     try:
-        fh = fs.open(path, "rb", **kwargs)
+        fh = fs.open(path, "rb", block_size=REMOTE_BLOCK, cache_type=cache_type)
     except OSError as exc:
         raise _read_error(uri, exc) from exc
     with fh:
         yield fh
+
+
+@contextlib.contextmanager
+def _open_regular(path: str, uri: str) -> Iterator[BinaryIO]:
+    """A local file opened for reading only if it is a regular file: a FIFO, socket or device
+    (also behind a symlink) is refused with SourceError before it is opened, so it can neither
+    block nor stream forever."""
+    try:
+        _require_regular(uri, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # never waits for a writer
+    except OSError as exc:
+        raise _read_error(uri, exc) from exc
+    try:
+        _require_regular(uri, os.fstat(fd).st_mode)  # it may have been swapped since the stat
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+def _require_regular(uri: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"cannot read {uri}: it is a {_special_reason(mode)}, not a regular file")
 
 
 def _read_error(uri: str, exc: BaseException) -> SourceError:
@@ -416,28 +549,60 @@ def read_bytes(uri: str) -> bytes:
             raise _read_error(uri, exc) from exc
 
 
-def content_hash(uri: str, size: int | None = None) -> str:
+def content_hash(uri: str, size: int | None = None, *, media: bool = False) -> str:
     """sha256 of a file's bytes, streamed in blocks (1 MiB locally, 8 MiB from a bucket).
 
     An object whose listed ``size`` fits in one block is fetched with a single GET (no HEAD).
+    Only regular files are read (SourceError otherwise). With ``media``, the first block is
+    checked before the rest is read (:func:`check_media_head`): a file that is not audio or
+    video raises AudioError instead of being read end to end.
     """
-    digest = hashlib.sha256()
-    if "://" in uri and size is not None and size <= REMOTE_BLOCK:
-        fs, path = resolve(uri)
-        if not is_local(fs):
-            try:
-                digest.update(fs.cat_file(path))
-            except OSError as exc:
-                raise _read_error(uri, exc) from exc
-            return digest.hexdigest()
-    block = HASH_BLOCK if "://" not in uri else REMOTE_BLOCK
-    with open_input(uri, cache_type="none") as fh:  # one GET per block, nothing kept
+    fs, path = resolve(uri) if "://" in uri else (None, uri)
+    if fs is None or is_local(fs):
+        with _open_regular(path, uri) as fh:
+            return _digest(fh, HASH_BLOCK, uri, path if media else None)
+    if size is not None and size <= REMOTE_BLOCK:
         try:
-            while chunk := fh.read(block):
-                digest.update(chunk)
+            data = fs.cat_file(path)
         except OSError as exc:
             raise _read_error(uri, exc) from exc
+        if media:
+            check_media_head(data[:HASH_BLOCK], None)
+        return hashlib.sha256(data).hexdigest()
+    with open_input(uri, cache_type="none") as fh:  # one GET per block, nothing kept
+        return _digest(fh, REMOTE_BLOCK, uri, "" if media else None)
+
+
+def _digest(fh: BinaryIO, block: int, uri: str, media_path: str | None) -> str:
+    """sha256 of ``fh``; when ``media_path`` is not None ("" for a remote object), the first
+    block must pass :func:`check_media_head` before another byte is read."""
+    digest = hashlib.sha256()
+    try:
+        chunk = fh.read(block)
+        if media_path is not None:
+            check_media_head(chunk, media_path or None)
+        while chunk:
+            digest.update(chunk)
+            chunk = fh.read(block)
+    except OSError as exc:
+        raise _read_error(uri, exc) from exc
     return digest.hexdigest()
+
+
+def check_media_head(head: bytes, local_path: str | None) -> None:
+    """Raise AudioError unless a file starting with ``head`` can be audio or video.
+
+    Cheap checks first: a known container header passes; a head of nothing but zero bytes (a
+    sparse or blanked file) fails. Anything else is for ffprobe to judge (locally; reading
+    about a megabyte), with the verdict the transcription would give. An empty file passes:
+    the transcription names it.
+    """
+    if not head or looks_like_media("", head[:16]):
+        return
+    if head.count(0) == len(head):
+        raise AudioError(f"not an audio/video file: its first {len(head):,} bytes are all zero")
+    if local_path is not None:
+        probe(local_path)
 
 
 @contextlib.contextmanager
@@ -471,16 +636,19 @@ class HashCache:
     tree (``.voxflow/hashes/<source>-<writer>.json``, in the bucket for bucket outputs) and
     reads every writer's file, so a fresh machine or container, or another shard, starts warm.
     Saving keeps only the files seen in this run, and writes nothing when nothing changed.
+    With ``media``, a file that is not audio or video raises AudioError before it is read
+    end to end (see :func:`content_hash`).
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, media: bool = False) -> None:
         self.path = path
+        self.media = media
         self._tree: OutputTree | None = None
         self._rel = ""
         self._entries: dict[str, list[Any]] = {}
         self._own: dict[str, list[Any]] = {}
         self._seen: dict[str, list[Any]] = {}
-        self._prefetched: dict[str, str] = {}
+        self._prefetched: dict[str, str | VoxflowError] = {}  # digest, or why it cannot be read
         self.hashed_count = 0  # files actually read by this instance
         if path and path.exists():
             with contextlib.suppress(ValueError, OSError):
@@ -488,11 +656,11 @@ class HashCache:
                 self._entries = dict(self._own)
 
     @classmethod
-    def in_tree(cls, out: OutputTree, source: str, writer: str = "w0") -> HashCache:
+    def in_tree(cls, out: OutputTree, source: str, writer: str = "w0", *, media: bool = False) -> HashCache:
         """The cache of ``source``'s files, stored in ``out`` (see the class doc)."""
         fs, root = resolve(source)
         key = hashlib.sha256(os.fsencode(full_uri(fs, root))).hexdigest()[:12]
-        cache = cls(None)
+        cache = cls(None, media=media)
         cache._tree = out
         cache._rel = f".voxflow/hashes/{key}-{writer}.json"
         own_path = out.path(cache._rel)
@@ -517,7 +685,9 @@ class HashCache:
         if known and known[0] == rec.size_bytes and known[1] == version:
             self._seen[rec.uri] = known
             return replace(rec, recording_id=known[2])
-        digest = self._prefetched.pop(rec.uri, None) or content_hash(rec.uri, rec.size_bytes)
+        digest = self._prefetched.pop(rec.uri, None) or content_hash(rec.uri, rec.size_bytes, media=self.media)
+        if isinstance(digest, VoxflowError):
+            raise digest
         self.hashed_count += 1
         entry = [rec.size_bytes, version, digest]
         self._entries[rec.uri] = self._seen[rec.uri] = entry
@@ -526,7 +696,7 @@ class HashCache:
     def prefetch(self, recordings: Iterable[Recording], versions: dict[str, Any], workers: int = 8) -> int:
         """Hash, ``workers`` at a time, the recordings the cache cannot answer (a bucket's GETs
         overlap instead of queueing); :meth:`hashed` then takes the results. Files that cannot
-        be read are left for :meth:`hashed` to report. Returns how many were hashed."""
+        be read are reported by :meth:`hashed`. Returns how many were hashed."""
         todo = []
         for rec in recordings:
             version = versions.get(rec.uri, rec.mtime)
@@ -536,17 +706,15 @@ class HashCache:
         if len(todo) < 2:
             return 0
 
-        def one(rec: Recording) -> tuple[str, str | None]:
+        def one(rec: Recording) -> tuple[str, str | VoxflowError]:
             try:
-                return rec.uri, content_hash(rec.uri, rec.size_bytes)
-            except SourceError:
-                return rec.uri, None
+                return rec.uri, content_hash(rec.uri, rec.size_bytes, media=self.media)
+            except (SourceError, AudioError) as exc:
+                return rec.uri, exc
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxflow-hash") as pool:
-            for uri, digest in pool.map(one, todo):
-                if digest:
-                    self._prefetched[uri] = digest
-        return len(self._prefetched)
+            self._prefetched.update(pool.map(one, todo))
+        return sum(isinstance(v, str) for v in self._prefetched.values())
 
     def known(self, uri: str) -> str | None:
         """The last known content hash of ``uri`` (whatever its version), or None."""
@@ -685,12 +853,15 @@ def new_run_id() -> str:
 
 
 __all__ = [
+    "OUTPUT_FOLDERS",
     "HashCache",
     "Listing",
     "OutputTree",
     "S3Settings",
     "ScanResult",
+    "Skipped",
     "SourceFile",
+    "check_media_head",
     "content_hash",
     "find_paths",
     "full_uri",

@@ -114,13 +114,15 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     """Scan ``source`` and sort recordings into todo / skip / restore / failed; files still
     being copied wait (``unsettled``); done recordings gone from the source are ``deleted``."""
     out = OutputTree(settings.out)
-    scanned = scan(source, exclude=settings.out, settle_seconds=settings.settle_seconds)
+    scanned = scan(
+        source, exclude=settings.out, settle_seconds=settings.settle_seconds, follow_symlinks=settings.follow_symlinks
+    )
     options = transcribe_options(settings)
     plan = RunPlan(source, settings, options.digest(), ignored=scanned.ignored)
     plan.found = len(scanned.recordings) + len(scanned.unsettled)
     plan.unsettled = list(scanned.unsettled)
     plan.stems = sidecar_stems(scanned.recordings + scanned.unsettled)
-    cache = HashCache.in_tree(out, source, _writer_name(settings))
+    cache = HashCache.in_tree(out, source, _writer_name(settings), media=True)
     index = CatalogIndex.load(out)
     existing = _existing_outputs(settings, out, source, scanned)
     present: set[str] = set()
@@ -128,7 +130,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     for rec in scanned.recordings:
         try:
             rec = cache.hashed(rec, scanned.versions.get(rec.uri))
-        except SourceError as exc:
+        except (SourceError, AudioError) as exc:  # unreadable, or not audio/video (never read through)
             if _mine_id(hashlib.sha256(os.fsencode(rec.uri)).hexdigest(), settings.shard):
                 plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
             continue
