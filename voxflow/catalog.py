@@ -34,7 +34,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from voxflow.errors import OutputError
-from voxflow.models import RecordingResult, Segment, Transcript, Word, name_bytes, utf8_tree
+from voxflow.fsnames import printable_tree, raw_name
+from voxflow.models import RecordingResult, Segment, Transcript, Word
 from voxflow.sources import OutputTree
 
 log = logging.getLogger("voxflow.catalog")
@@ -153,8 +154,8 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "outputs": list(r.outputs),
         "truncated": r.truncated,
         "warnings": list(r.warnings),
-        "rel_path_bytes": name_bytes(rec.rel_path),
-        "source_uri_bytes": name_bytes(rec.uri),
+        "rel_path_bytes": raw_name(rec.rel_path),
+        "source_uri_bytes": raw_name(rec.uri),
         "n_segments": len(r.segments),
         "n_words": sum(len(s.words) for s in r.segments),
         "segments_part": None,  # filled when the writer flushes
@@ -263,7 +264,7 @@ def to_parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     try:
         table = pa.Table.from_pylist(rows, schema=schema)
     except UnicodeEncodeError:  # a file name that is not UTF-8, in a path or a message
-        table = pa.Table.from_pylist(utf8_tree(rows), schema=schema)
+        table = pa.Table.from_pylist(printable_tree(rows), schema=schema)
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
 

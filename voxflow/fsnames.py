@@ -6,6 +6,8 @@ the exact name matters (Parquet) :func:`raw_name` keeps the bytes beside it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def raw_name(name: str) -> bytes:
     """The bytes the file system holds for ``name`` (undoing Python's surrogate escapes)."""
@@ -20,4 +22,15 @@ def printable_name(name: str) -> str:
     return raw_name(name).decode("utf-8", "backslashreplace")
 
 
-__all__ = ["printable_name", "raw_name"]
+def printable_tree(value: Any) -> Any:
+    """:func:`printable_name` on every string inside dicts, lists and tuples (manifests, rows)."""
+    if isinstance(value, str):
+        return printable_name(value)
+    if isinstance(value, dict):
+        return {printable_tree(k): printable_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_tree(v) for v in value]
+    return value
+
+
+__all__ = ["printable_name", "printable_tree", "raw_name"]

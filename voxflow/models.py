@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from voxflow.fsnames import printable_name
 
 Status = Literal["done", "failed", "skipped"]
-
-
-def name_bytes(name: str) -> bytes:
-    """The real bytes of a file name or URI (names that are not UTF-8 come from the file
-    system as str with surrogate escapes, and go back to their bytes losslessly)."""
-    return os.fsencode(name)
-
-
-def utf8_text(text: str) -> str:
-    """``text`` as valid UTF-8 for Parquet, JSON or a terminal: bytes that are not UTF-8
-    become ``\\xff`` escapes (lossy for display; keep :func:`name_bytes` for round trips)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        try:
-            return name_bytes(text).decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:  # a lone surrogate that no file system produced
-            return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def utf8_tree(value: Any) -> Any:
-    """:func:`utf8_text` on every string inside dicts, lists and tuples (manifests)."""
-    if isinstance(value, str):
-        return utf8_text(value)
-    if isinstance(value, dict):
-        return {utf8_tree(k): utf8_tree(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [utf8_tree(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +28,7 @@ class Recording:
     @property
     def display_path(self) -> str:
         """``rel_path`` as valid UTF-8 (bytes that are not UTF-8 escaped): for logs and names."""
-        return utf8_text(self.rel_path)
+        return printable_name(self.rel_path)
 
     @property
     def rel_dir(self) -> str:

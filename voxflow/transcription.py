@@ -34,6 +34,7 @@ from voxflow.errors import (
     VoxflowError,
     most_severe,
 )
+from voxflow.fsnames import printable_name, printable_tree
 from voxflow.gates import GatedSegments, gate_segments
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
@@ -46,8 +47,6 @@ from voxflow.models import (
     Transcript,
     Word,
     language_code,
-    utf8_text,
-    utf8_tree,
 )
 from voxflow.settings import Settings
 from voxflow.sources import (
@@ -682,7 +681,7 @@ def write_sidecars(
         duration_ms=duration_ms,
         segments=transcript.segments,
         cues=tuple(cues),
-        extra={"source": utf8_text(rec.rel_path), "recording_id": rec.recording_id},
+        extra={"source": printable_name(rec.rel_path), "recording_id": rec.recording_id},
     )
     tree, folder = _sidecar_tree(rec, settings)
     stem = plan.stems.get(rec.rel_path, rec.stem)
@@ -735,7 +734,7 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
         outputs = write_sidecars(twin, transcript, leader.duration_ms, ctx.plan, ctx.settings)
     except VoxflowError as exc:
         return _record(ctx, _failed(twin, exc, ctx.plan, leader.model, started))
-    note = f"same content as {utf8_text(leader.recording.rel_path)}: written from its transcript"
+    note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
     twin_result = replace(
         leader,
         recording=twin,
@@ -818,7 +817,9 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "skipped": [r.rel_path for r in plan.skipped],
         "catalog_parts": ctx.catalog.written,
     }
-    manifest_uri = ctx.out.write_text(f"runs/{ctx.run_id}.json", json.dumps(utf8_tree(manifest), indent=2, default=str))
+    manifest_uri = ctx.out.write_text(
+        f"runs/{ctx.run_id}.json", json.dumps(printable_tree(manifest), indent=2, default=str)
+    )
     _RUNS.pop(ctx.run_id, None)
     return RunSummary(
         run_id=ctx.run_id,
