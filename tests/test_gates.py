@@ -93,11 +93,16 @@ def test_invented_segments_never_reach_the_outputs(samples: Path, tmp_path: Path
     assert finish_run(ctx, results).exit_code == 0
     row = (
         duckdb.connect()
-        .execute(f"select text, warnings from read_parquet('{out}/catalog/transcripts/*.parquet')")
+        .execute(
+            "select text, warnings, qa_segments_dropped, qa_speech_s, qa_detected_speech_s, duration_s"
+            f" from read_parquet('{out}/catalog/transcripts/*.parquet')"
+        )
         .fetchone()
     )
     assert normal_words(row[0]) == "the child almost hurt the small dog"
     assert any("hallucination" in w for w in row[1]), row[1]
+    assert row[2] == 2, "both invented segments are counted"
+    assert 0 < row[3] <= row[5] and 0 < row[4] <= row[5]
     cues = list(srt.parse((out / "spk1_snt1.en.srt").read_text(), ignore_errors=False))
     assert cues and all(c.end > c.start for c in cues)
     assert "watching" not in json.loads((out / "spk1_snt1.en.json").read_text())["text"]

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from voxflow.errors import OutputError
 from voxflow.fsnames import printable_tree, raw_name
-from voxflow.models import RecordingResult, Segment, Transcript, Word
+from voxflow.models import Quality, RecordingResult, Segment, Transcript, Word
 from voxflow.sources import OutputTree
 
 log = logging.getLogger("voxflow.catalog")
@@ -76,6 +76,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_segments", pa.int32()),
             ("n_words", pa.int32()),
             ("segments_part", pa.string()),  # the segments/ and words/ part file with its rows
+            ("qa_segments_dropped", pa.int32()),  # see models.Quality
+            ("qa_max_chars_per_s", pa.float64()),
+            ("qa_speech_s", pa.float64()),
+            ("qa_detected_speech_s", pa.float64()),
         ]
     ),
     "segments": pa.schema(
@@ -159,7 +163,13 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "n_segments": len(r.segments),
         "n_words": sum(len(s.words) for s in r.segments),
         "segments_part": None,  # filled when the writer flushes
+        **quality_columns(r.quality),
     }
+
+
+def quality_columns(quality: Quality | None) -> dict[str, Any]:
+    names = ("segments_dropped", "max_chars_per_s", "speech_s", "detected_speech_s")
+    return {f"qa_{name}": getattr(quality, name) if quality else None for name in names}
 
 
 def segment_rows(recording_id: str, run_id: str, segments: Sequence[Segment]) -> list[dict]:

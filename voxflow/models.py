@@ -168,6 +168,20 @@ class RecordingResult:
     outputs: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     truncated: bool = False
+    quality: Quality | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Per-recording checks on what the engine heard (the ``qa_*`` catalog columns).
+
+    A transcript whose ``speech_s`` is far below ``detected_speech_s`` lost speech; one far
+    above it, or with a high ``max_chars_per_s``, holds text nobody said."""
+
+    segments_dropped: int  # refused by the hallucination gates (voxflow/gates.py)
+    max_chars_per_s: float  # the fastest segment kept
+    speech_s: float  # seconds covered by the transcript's segments
+    detected_speech_s: float  # seconds of the recording that are not pauses (ffmpeg silencedetect)
 
 
 # Engines name languages as codes ("en", "en-US") or English names ("english", from

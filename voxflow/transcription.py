@@ -40,6 +40,7 @@ from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
     AudioChunk,
     PreparedAudio,
+    Quality,
     Recording,
     RecordingResult,
     Segment,
@@ -402,8 +403,19 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         outputs=tuple(outputs),
         warnings=tuple(warnings),
         truncated=prepared.truncated,
+        quality=_quality(transcript, prepared, stats),
     )
     return result, stats.checkpoints
+
+
+def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:
+    pauses_ms = sum(s.duration_ms for s in prepared.silences)
+    return Quality(
+        segments_dropped=stats.segments_dropped,
+        max_chars_per_s=stats.max_chars_per_s,
+        speech_s=sum(s.end_ms - s.start_ms for s in transcript.segments) / 1000,
+        detected_speech_s=max(prepared.duration_ms - pauses_ms, 0) / 1000,
+    )
 
 
 @dataclass
