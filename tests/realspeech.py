@@ -1,0 +1,122 @@
+"""Long recordings made of real speech: the sample clips with exact references, looped with
+short pauses between them by ffmpeg, and the reference text of the whole recording.
+
+``run_cli`` runs the real ``voxflow transcribe`` in a fresh process and measures it from the
+outside: its peak RSS from ``os.wait4`` and the length of every array faster-whisper was given.
+
+Used by tests/test_memory.py and benchmarks/bench_memory.py (an hour needs no committed file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data" / "recordings"
+CLIPS = ("jfk.flac", "spk1_snt1.wav", "beckett.wav", "spk1_snt3.wav")
+PAUSE_S = 1.2  # between clips: a pause a speaker makes, long enough for silencedetect
+
+
+def normalised_words(text: str) -> str:
+    """Lower-case words without punctuation (what a word error rate compares)."""
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def _clip_seconds(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
+def cycle_seconds() -> float:
+    """Length of one pass over the clips, pauses included."""
+    return sum(_clip_seconds(SAMPLES / c) + PAUSE_S for c in CLIPS)
+
+
+def make_recording(dest: Path, minutes: float) -> str:
+    """Write a FLAC of whole passes over the clips lasting about ``minutes`` (at least one
+    pass) and return its reference text."""
+    refs = json.loads((SAMPLES / "transcripts.json").read_text())
+    cycles = max(1, round(minutes * 60 / cycle_seconds()))
+    cycle = dest.with_suffix(".cycle.wav")
+    inputs: list[str] = []
+    parts = []
+    for i, clip in enumerate(CLIPS):
+        inputs += ["-i", str(SAMPLES / clip)]
+        parts.append(
+            f"[{i}:a]aresample=16000,aformat=sample_fmts=s16:channel_layouts=mono,apad=pad_dur={PAUSE_S}[c{i}]"
+        )
+    joined = "".join(f"[c{i}]" for i in range(len(CLIPS)))
+    graph = ";".join(parts) + f";{joined}concat=n={len(CLIPS)}:v=0:a=1[out]"
+    _ffmpeg(*inputs, "-filter_complex", graph, "-map", "[out]", str(cycle))
+    _ffmpeg("-stream_loop", str(cycles - 1), "-i", str(cycle), "-c:a", "flac", str(dest))
+    cycle.unlink()
+    return " ".join([" ".join(refs[c]["text"] for c in CLIPS)] * cycles)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
+
+
+# The real CLI; a thin wrapper only logs the length of every array faster-whisper transcribes.
+CLI_WITH_ENGINE_LOG = """
+import os, sys
+import faster_whisper
+_original = faster_whisper.WhisperModel.transcribe
+def _logged(self, audio, *args, **kwargs):
+    with open(os.environ["ENGINE_INPUT_LOG"], "a") as log:
+        log.write(f"{len(audio) / 16000:.3f}\\n")
+    return _original(self, audio, *args, **kwargs)
+faster_whisper.WhisperModel.transcribe = _logged
+from voxflow.cli import main
+sys.argv = ["voxflow", *sys.argv[1:]]
+main()
+"""
+
+
+@dataclass
+class CliOutcome:
+    exit_code: int
+    maxrss_mb: float  # ru_maxrss of the CLI child from wait4
+    engine_inputs_s: list[float]  # seconds of audio per faster-whisper call
+    stderr: str
+
+
+def run_cli(source: Path, out: Path, env: dict[str, str], watch: Callable[[int], None] | None = None) -> CliOutcome:
+    """``voxflow transcribe SOURCE --out OUT`` in a fresh process; ``watch(pid)`` is called
+    once it has started (the benchmark samples its process tree)."""
+    log = out.parent / f"{out.name}.engine-inputs"
+    log.unlink(missing_ok=True)
+    cmd = [sys.executable, "-c", CLI_WITH_ENGINE_LOG, "transcribe", str(source), "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=SAMPLES.parent.parent,
+        env={**env, "ENGINE_INPUT_LOG": str(log)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    if watch:
+        watch(proc.pid)
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""  # until the CLI closes it
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    inputs = [float(x) for x in log.read_text().split()] if log.exists() else []
+    return CliOutcome(proc.returncode, usage.ru_maxrss / 1024, inputs, stderr)
+
+
+def word_error_rate(out: Path, reference: str) -> float:
+    """WER of the .txt sidecars under ``out`` against ``reference`` (jiwer)."""
+    import jiwer
+
+    hypothesis = " ".join(t.read_text() for t in sorted(out.rglob("*.txt")))
+    return jiwer.wer(normalised_words(reference), normalised_words(hypothesis))
