@@ -290,12 +290,18 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
         options=transcribe_options(settings),
         engine=engine,
         limiter=limiter,
-        chunk_slots=RequestLimiter(2 * settings.concurrency),
+        chunk_slots=RequestLimiter(_chunks_read_ahead(engine, settings)),
         budget=Budget(settings.budget_usd),
         catalog=CatalogWriter(out, run_id, writer=_writer_name(settings)),
     )
     _RUNS[run_id] = ctx
     return ctx
+
+
+def _chunks_read_ahead(engine: Transcriber, settings: Settings) -> int:
+    """Chunks read and encoded at once: two per request in flight, or the engine's own bound
+    (the embedded one transcribes one at a time, so more would only wait in memory)."""
+    return getattr(engine, "waiting_chunks", None) or 2 * settings.concurrency
 
 
 def _writer_name(settings: Settings) -> str:
