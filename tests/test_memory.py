@@ -28,6 +28,7 @@ def _transcribe(tmp: Path, minutes: float) -> tuple[CliOutcome, str, Path]:
     env.pop("OPENROUTER_API_KEY", None)
     outcome = run_cli(source, out, env)
     assert outcome.exit_code == 0, outcome.stderr[-2000:]
+    print(f"{minutes:g} min: peak RSS {outcome.maxrss_mb:.0f} MB, longest piece {max(outcome.engine_inputs_s):.1f} s")
     return outcome, reference, out
 
 
