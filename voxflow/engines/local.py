@@ -63,7 +63,7 @@ class LocalTranscriber:
     # Whisper's own window. faster-whisper's memory grows with the audio it is given (the
     # whole input's spectrogram is computed at once). Peak RSS measured with tiny.en: one
     # process transcribing a piece of 30 s 400 MB, 60 s 440 MB, 120 s 500 MB, 170 s 555 MB;
-    # `voxflow transcribe` of 10 min in one piece 1.05 GB, in 30 s pieces 0.5 GB for 1 h.
+    # `voxflow transcribe` of 10 min in one piece 1.05 GB, in 30 s pieces 0.55 GB for 1 h.
     max_chunk_s = 30.0
     waiting_chunks = 2  # one inference runs at a time (behind a lock): read ahead this many
     _instances: ClassVar[dict[tuple[str, int], LocalTranscriber]] = {}
