@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.retry import TASK_RETRIES, TASK_RETRY_DELAY_S, infrastructure_fault
+from voxflow import interrupts
 from voxflow.narration import DocumentRef, get_narration, narrate
 
 
@@ -20,5 +21,8 @@ from voxflow.narration import DocumentRef, get_narration, narrate
     retry_condition_fn=infrastructure_fault,
 )
 def narrate_document_task(doc: DocumentRef, run_id: str) -> list[dict[str, Any]]:
-    """Read, synthesise (chunks cached), assemble and write one book; its catalog rows."""
+    """Read, synthesise (chunks cached), assemble and write one book; its catalog rows
+    (none when the run was interrupted before the book started)."""
+    if interrupts.requested():
+        return []
     return narrate(doc, get_narration(run_id))

@@ -18,8 +18,9 @@ from voxflow.transcription import get_run, restore_recording, transcribe_recordi
     retry_delay_seconds=TASK_RETRY_DELAY_S,
     retry_condition_fn=infrastructure_fault,
 )
-def transcribe_recording_task(rec: Recording, run_id: str) -> RecordingResult:
-    """Probe, transcode, transcribe and write one recording (errors become a failed row)."""
+def transcribe_recording_task(rec: Recording, run_id: str) -> RecordingResult | None:
+    """Probe, transcode, transcribe and write one recording (errors become a failed row;
+    None when the run was interrupted first)."""
     return transcribe_recording(rec, get_run(run_id))
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from voxflow import media
+from voxflow import media, scratch
 from voxflow.errors import AudioError, ConfigError, OutputError
 from voxflow.models import Cue
 from voxflow.sources import OutputTree
@@ -833,7 +833,7 @@ def work_folder(out: OutputTree, key: str) -> Iterator[Path]:
     if out.local:
         base = out.state_dir() / "work"
         base.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base))
+        path = scratch.claim(Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base)))  # swept if we die
     else:
         path = Path(tempfile.mkdtemp(prefix="voxflow-book-"))
     try:

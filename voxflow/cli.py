@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from voxflow import interrupts
 from voxflow import progress as events
 from voxflow.errors import ConfigError, ExitCode, RunAbort, SourceError, explain
 from voxflow.settings import Settings, load_settings
@@ -218,7 +219,13 @@ def transcribe(
 
 
 def run_transcribe(source: str, settings: Settings) -> int:
-    """The transcribe command without typer: plan, run (Prefect only if there is work), report."""
+    """The transcribe command without typer: plan, run (Prefect only if there is work), report.
+    The first Ctrl-C or SIGTERM stops starting work (exit 130, see voxflow.interrupts)."""
+    with interrupts.graceful_signals(_say_stopping):
+        return _transcribe_command(source, settings)
+
+
+def _transcribe_command(source: str, settings: Settings) -> int:
     from voxflow.transcription import plan_run, run_inline
 
     started = time.monotonic()
@@ -243,6 +250,9 @@ def run_transcribe(source: str, settings: Settings) -> int:
             summary = run_inline(plan).as_dict()
         else:
             _validate_model(settings)
+            if interrupts.requested():
+                console.print("[yellow]interrupted[/] before any recording started")
+                return interrupts.INTERRUPTED_EXIT
             summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore))
     except (RunAbort, ConfigError) as exc:
         return _report(exc)
@@ -285,9 +295,25 @@ def _run_transcription_flow(source: str, settings: Settings, total: int) -> dict
     with _progress(total) as listener:
         unsubscribe = events.subscribe(listener)
         try:
-            return flow(source=source, out=settings.out, options=options)
+            return _run_bound(lambda: flow(source=source, out=settings.out, options=options))
         finally:
             unsubscribe()
+
+
+def _run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on a
+    temporary Prefect server that dies with this process (flows.server)."""
+    from flows.server import start_bound_server
+
+    start_bound_server()
+    return interrupts.run_in_worker(run_flow)
+
+
+def _say_stopping(signal_name: str) -> None:
+    console.print(
+        f"\n[yellow]{signal_name}:[/] stopping — no new work starts; what is in flight finishes or is "
+        "checkpointed, then the summary (press Ctrl-C again to stop at once)"
+    )
 
 
 class _progress:
@@ -358,6 +384,11 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
         console.print(f"[red]✗[/] {failure['kind']}: {failure['message']}")
     if summary.get("aborted"):
         console.print(f"[red]aborted:[/] {summary['aborted']}")
+    if summary.get("interrupted"):
+        console.print(
+            f"[yellow]interrupted:[/] {summary.get('left_undone', 0)} recordings left for the next run "
+            "(run the same command again to resume)"
+        )
     where = "beside each recording" if settings.beside_source else settings.out
     console.print(f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}")
 
@@ -421,7 +452,8 @@ def narrate(
             lexicon=tuple(lexicon or ()),
             bitrate=bitrate,
         )
-        code = run_narrate(source, settings, dry_run=dry_run, options=options, run_flow=_run_narration_flow)
+        with interrupts.graceful_signals(_say_stopping):
+            code = run_narrate(source, settings, dry_run=dry_run, options=options, run_flow=_run_narration_flow)
     except (RunAbort, ConfigError, SourceError) as exc:
         code = _report(exc)
     raise typer.Exit(code)
@@ -435,7 +467,7 @@ def _run_narration_flow(source: str, settings: Settings, options: Any) -> dict[s
     public = settings.public_dict()
     public.pop("out", None)
     flow = bounded(document_workers(settings))
-    return flow(source=source, out=settings.out, options=public, narration=options.as_dict())
+    return _run_bound(lambda: flow(source=source, out=settings.out, options=public, narration=options.as_dict()))
 
 
 @app.command()

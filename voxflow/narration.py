@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voxflow import progress
+from voxflow import interrupts, progress, scratch
 from voxflow.audiobook import (
     AssemblyOptions,
     Audiobook,
@@ -1161,6 +1161,7 @@ def open_narration(plan: NarrationPlan, run_id: str | None = None, synth: Synthe
         if plan.has_work and callable(prepare):
             asyncio.run(_prepared(synth))
     out = OutputTree(settings.out)
+    scratch.sweep(out)  # what runs killed earlier left behind
     run = NarrationRun(
         run_id=run_id,
         plan=plan,
@@ -1261,8 +1262,9 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
     plan = run.plan
     results = list(run.results if results is None else results)
     handled = {row["rel_path"] for rows in results for row in rows}
+    interrupted = interrupts.requested()
     for doc in plan.todo:  # a document whose task died before it returned rows
-        if printable_name(doc.rel_path) not in handled:
+        if printable_name(doc.rel_path) not in handled and not interrupted:
             reason = run.aborted or RuntimeError("the task ended without a result (see the flow's logs)")
             prefix = "not started: " if run.aborted else ""
             rows = [_failed_row(doc.uri, doc.rel_path, run.synth.model, plan.settings.voice, run.run_id, reason,
@@ -1300,7 +1302,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         )
     mastering = _mastering_reports(run.out, books)
     aborted = f"{run.aborted.kind}: {run.aborted}" if run.aborted else None
-    exit_code = 3 if run.aborted else (1 if failed else 0)
+    exit_code = interrupts.INTERRUPTED_EXIT if interrupted else 3 if run.aborted else (1 if failed else 0)
     new_rows = [r for rows in results for r in rows]
     manifest = {
         "run_id": run.run_id,
@@ -1321,7 +1323,8 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         "audio_s": round(sum(r["duration_s"] or 0 for r in new_rows if r["status"] == "done"), 3),
         "cost_usd": round(sum(r["cost_usd"] or 0 for r in new_rows), 6),
         "aborted": aborted,
-        "left_undone": undone if run.aborted else [],
+        "interrupted": interrupted,
+        "left_undone": undone if run.aborted or interrupted else [],
         "errors": [{"file": r["rel_path"], "kind": r["error_kind"], "message": r["error_message"]} for r in failed],
         "books": books,
         "mastering": mastering,

@@ -606,14 +606,15 @@ def check_media_head(head: bytes, local_path: str | None) -> None:
 
 
 @contextlib.contextmanager
-def local_copy(uri: str, suffix: str = "") -> Iterator[str]:
+def local_copy(uri: str, suffix: str = "", folder: str | Path | None = None) -> Iterator[str]:
     """A local path for ``uri``: the file itself, or a temp download streamed to disk
-    (``VOXFLOW_TMP_DIR`` or the system temp folder), removed afterwards."""
+    (in ``folder``, else ``VOXFLOW_TMP_DIR`` or the system temp folder), removed afterwards."""
     fs, path = resolve(uri)
     if is_local(fs):
         yield path
         return
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="voxflow-src-", dir=os.environ.get("VOXFLOW_TMP_DIR"))
+    where = folder or os.environ.get("VOXFLOW_TMP_DIR")
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="voxflow-src-", dir=where)
     os.close(fd)
     try:
         try:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voxflow import media, progress
+from voxflow import interrupts, media, progress, scratch
 from voxflow.catalog import CatalogIndex, CatalogWriter, DoneRecord, load_transcript
 from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
 from voxflow.errors import (
@@ -265,6 +265,7 @@ class RunContext:
     catalog: CatalogWriter
     started_at: float = field(default_factory=time.time)
     aborted: RunAbort | None = None
+    scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -282,6 +283,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     if plan.todo and hasattr(engine, "prepare"):
         asyncio.run(engine.prepare())  # type: ignore[attr-defined]  # key, model, pricing: fail fast
     out = OutputTree(settings.out)
+    scratch.sweep(out)  # what runs killed earlier left behind
     ctx = RunContext(
         run_id=run_id,
         plan=plan,
@@ -293,6 +295,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
         chunk_slots=RequestLimiter(_chunks_read_ahead(engine, settings)),
         budget=Budget(settings.budget_usd),
         catalog=CatalogWriter(out, run_id, writer=_writer_name(settings)),
+        scratch=scratch.run_scratch(out, run_id) if plan.todo else None,
     )
     _RUNS[run_id] = ctx
     return ctx
@@ -315,9 +318,12 @@ def get_run(run_id: str) -> RunContext:
 # --- one recording --------------------------------------------------------------------
 
 
-def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
+def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult | None:
     """Transcribe one recording and write its sidecars and catalog rows (never raises,
-    except RunAbort, which stops the run)."""
+    except RunAbort, which stops the run). None: the run was interrupted before the recording
+    finished (no row; its finished chunks stay checkpointed for the next run)."""
+    if interrupts.requested():
+        return None
     started = time.time()
     progress.emit("started", recording=rec.rel_path)
     if ctx.aborted:
@@ -328,9 +334,9 @@ def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult:
     except RunAbort as exc:
         ctx.aborted = ctx.aborted or exc
         raise
-    except VoxflowError as exc:
-        result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
     except Exception as exc:  # a bug or an infrastructure fault: still one clear row
+        if interrupts.requested():  # e.g. ffmpeg got the terminal's Ctrl-C too
+            return None
         result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
     return _record(ctx, result, checkpoints.clear if checkpoints else None)
 
@@ -375,8 +381,8 @@ def _failed(
 def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[RecordingResult, ChunkCheckpoints | None]:
     suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
     with (
-        local_copy(rec.uri, suffix=suffix) as path,
-        tempfile.TemporaryDirectory(prefix="voxflow-") as tmp,
+        local_copy(rec.uri, suffix=suffix, folder=_scratch_of(ctx)) as path,
+        tempfile.TemporaryDirectory(prefix="rec-", dir=_scratch_of(ctx)) as tmp,
     ):
         info = media.probe(path)
         prepared = media.prepare_audio(
@@ -422,6 +428,13 @@ def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats)
         speech_s=sum(s.end_ms - s.start_ms for s in transcript.segments) / 1000,
         detected_speech_s=max(prepared.duration_ms - pauses_ms, 0) / 1000,
     )
+
+
+def _scratch_of(ctx: RunContext) -> Path:
+    """The run's scratch folder (made on first use, e.g. by a worker process)."""
+    if ctx.scratch is None or not ctx.scratch.is_dir():
+        ctx.scratch = scratch.run_scratch(ctx.out, ctx.run_id)
+    return ctx.scratch
 
 
 @dataclass
@@ -507,6 +520,8 @@ async def _transcribe_span(
     saved = checkpoints.load(span)
     if saved is not None:
         return saved
+    if interrupts.requested():
+        raise interrupts.Interrupted("the run was interrupted before this chunk")
     try:
         async with (
             ctx.chunk_slots.slot(),
@@ -788,6 +803,8 @@ class RunSummary:
     manifest: str
     exit_code: int
     deleted: int = 0  # done in the catalog, gone from the source (rows kept)
+    interrupted: bool = False  # Ctrl-C / SIGTERM: stopped starting work (exit 130)
+    left_undone: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -806,7 +823,8 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     done_ids = {r.recording.rel_path for r in everything if r.status == "done"}
     undone = [r.rel_path for r in plan.todo if r.rel_path not in done_ids]
     aborted = f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None
-    exit_code = 3 if ctx.aborted else (1 if failed else 0)
+    interrupted = interrupts.requested()
+    exit_code = interrupts.INTERRUPTED_EXIT if interrupted else 3 if ctx.aborted else (1 if failed else 0)
     manifest = {
         "run_id": ctx.run_id,
         "source": plan.source,
@@ -828,7 +846,8 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "audio_s": sum(r.duration_ms for r in results) / 1000,
         "cost_usd": round(sum(r.cost_usd for r in results), 6),
         "aborted": aborted,
-        "left_undone": undone if ctx.aborted else [],
+        "interrupted": interrupted,
+        "left_undone": undone if ctx.aborted or interrupted else [],
         "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
         "unsettled": [r.rel_path for r in plan.unsettled],
         "deleted": plan.deleted,
@@ -839,6 +858,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         f"runs/{ctx.run_id}.json", json.dumps(printable_tree(manifest), indent=2, default=str)
     )
     _RUNS.pop(ctx.run_id, None)
+    scratch.release(ctx.scratch)
     return RunSummary(
         run_id=ctx.run_id,
         done=manifest["counts"]["done"],
@@ -856,6 +876,8 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         manifest=manifest_uri,
         exit_code=exit_code,
         deleted=len(plan.deleted),
+        interrupted=interrupted,
+        left_undone=len(manifest["left_undone"]),
     )
 
 
@@ -865,9 +887,11 @@ def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
     results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
     for rec in plan.todo:
         try:
-            results.append(transcribe_recording(rec, ctx))
+            result = transcribe_recording(rec, ctx)
         except RunAbort:
             continue
+        if result is not None:
+            results.append(result)
     return finish_run(ctx, results)
 
 

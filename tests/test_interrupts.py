@@ -1,0 +1,239 @@
+"""Interrupts and leftovers, tested on real `voxflow` processes.
+
+Ctrl-C (SIGINT to the process group, as a terminal sends it) and SIGTERM (systemd, cron):
+the run stops starting work, writes a manifest marked interrupted, prints its summary and
+exits 130 without a traceback; a rerun does only what is left. ``kill -9``: nothing of the run
+survives it (Prefect's temporary server included), and the next finished run removes the
+temporary audio and assembly folders it left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+
+from tests.conftest import ROOT, SAMPLES, ffmpeg
+
+CLIPS = ("jfk.flac", "beckett.wav", "spk1_snt1.wav", "spk1_snt3.wav")
+WAIT_S = 240  # generous: 9 agents share 2 cores here; an idle run takes 20-40 s
+
+
+class Run:
+    """One `voxflow …` process in its own process group, output captured to files."""
+
+    def __init__(self, args: list[str], folder: Path, env: dict[str, str] | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = folder / "stdout.txt", folder / "stderr.txt"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voxflow.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, "VOXFLOW_WORKERS": "1", **(env or {})},
+            stdout=self.stdout_path.open("wb"),
+            stderr=self.stderr_path.open("wb"),
+            start_new_session=True,
+        )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self) -> int:
+        return self.proc.wait(timeout=WAIT_S)
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(condition: Callable[[], object], what: str, run: Run | None = None) -> object:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if run is not None and run.proc.poll() is not None:
+            pytest.fail(f"voxflow exited ({run.proc.returncode}) before {what}:\n{run.stderr[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def distinct_recordings(folder: Path, copies: int = 2) -> list[Path]:
+    """Sample clips, each also with a few ms of silence appended (distinct content)."""
+    folder.mkdir(parents=True)
+    made = []
+    for name in CLIPS:
+        stem, ext = name.rsplit(".", 1)
+        for n in range(copies):
+            target = folder / f"{stem}-{n}.{ext}"
+            if n == 0:
+                shutil.copy(SAMPLES / name, target)
+            else:
+                ffmpeg("-i", str(SAMPLES / name), "-af", f"apad=pad_dur=0.0{n}", str(target))
+            made.append(target)
+    return made
+
+
+def manifest(out: Path, run_id: str | None = None) -> dict:
+    files = sorted((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(files[-1].read_text())
+
+
+def done_rows(out: Path) -> list[tuple[str, int]]:
+    """(source_uri, done rows) per recording, read back by DuckDB."""
+    pattern = str(out / "catalog" / "transcripts" / "*.parquet")
+    query = f"select source_uri, count(*) from read_parquet('{pattern}') where status = 'done' group by 1"
+    return duckdb.sql(query).fetchall()
+
+
+def sidecars(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*.srt") if ".voxflow" not in p.parts]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_signal_finishes_in_flight_writes_manifest_and_exits_130(tmp_path: Path, sig: signal.Signals) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    recordings = distinct_recordings(source)
+    run = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run1")
+    try:
+        wait_for(lambda: sidecars(out), "the first recording's sidecars", run)
+        if sig == signal.SIGINT:
+            os.killpg(run.proc.pid, sig)  # Ctrl-C reaches every process of the terminal's group
+        else:
+            run.proc.send_signal(sig)  # systemd / cron stop the main process
+        code = run.wait()
+    finally:
+        run.stop()
+    assert code == 130, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert "interrupted" in run.stderr  # the summary says so
+    first = manifest(out)
+    assert first["interrupted"] is True
+    assert 1 <= first["counts"]["done"] < len(recordings)
+    assert len(first["left_undone"]) == len(recordings) - first["counts"]["done"] - first["counts"]["failed"]
+    assert first["counts"]["failed"] == 0
+    assert len(done_rows(out)) == first["counts"]["done"]  # finished recordings are in the catalog
+
+    rerun = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run2")
+    try:
+        assert rerun.wait() == 0, rerun.stderr[-3000:]
+    finally:
+        rerun.stop()
+    second = manifest(out)
+    assert second["counts"]["done"] == len(recordings) - first["counts"]["done"]
+    assert second["counts"]["skipped"] == first["counts"]["done"]
+    rows = done_rows(out)
+    assert len(rows) == len(recordings) and all(count == 1 for _uri, count in rows)
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    distinct_recordings(source)
+    run = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run1")
+    try:
+        wait_for(lambda: sidecars(out), "the first recording's sidecars", run)
+        os.killpg(run.proc.pid, signal.SIGINT)
+        wait_for(lambda: "stopping" in run.stderr, "the first Ctrl-C to be acknowledged", run)
+        os.killpg(run.proc.pid, signal.SIGINT)
+        code = run.wait()
+    finally:
+        run.stop()
+    assert code == 130
+    assert "Traceback" not in run.stderr
+
+
+def prefect_servers(processes: list[psutil.Process]) -> list[tuple[psutil.Process, int]]:
+    """(process, port) of each uvicorn server among ``processes``."""
+    found = []
+    for proc in processes:
+        cmd = proc.cmdline()
+        if "uvicorn" in cmd:
+            found.append((proc, int(cmd[cmd.index("--port") + 1])))
+    return found
+
+
+def port_open(port: int) -> bool:
+    return any(c.laddr and c.laddr.port == port and c.status == "LISTEN" for c in psutil.net_connections("tcp"))
+
+
+def kill_and_check_nothing_survives(run: Run, before_kill: list[psutil.Process]) -> None:
+    servers = prefect_servers(before_kill)
+    assert servers, "the run had no temporary Prefect server to check"
+    run.proc.kill()
+    run.proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(p.is_running() and p.status() != "zombie" for p in before_kill):
+        time.sleep(0.1)
+    survivors = [p for p in before_kill if p.is_running() and p.status() != "zombie"]
+    try:
+        assert not survivors, [p.cmdline()[:4] for p in survivors]
+        assert not any(port_open(port) for _proc, port in servers)
+    finally:
+        for proc in survivors:
+            proc.kill()
+
+
+def test_kill_9_mid_recording_leaves_no_process_and_next_run_sweeps(tmp_path: Path) -> None:
+    source, out, system_tmp = tmp_path / "in", tmp_path / "out", tmp_path / "systmp"
+    system_tmp.mkdir()
+    distinct_recordings(source, copies=1)
+    env = {"TMPDIR": str(system_tmp)}
+
+    def temp_audio() -> list[Path]:
+        return [*out.glob(".voxflow/tmp/**/audio.wav"), *system_tmp.glob("voxflow-*/audio.wav")]
+
+    run = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run1", env)
+    try:
+        wait_for(temp_audio, "a recording in flight", run)
+        kill_and_check_nothing_survives(run, run.descendants())
+    finally:
+        run.stop()
+    assert temp_audio()  # what the killed run left
+
+    rerun = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run2", env)
+    try:
+        assert rerun.wait() == 0, rerun.stderr[-3000:]
+    finally:
+        rerun.stop()
+    assert not temp_audio()
+    assert not list(system_tmp.glob("voxflow-*")) and not list(out.glob(".voxflow/tmp/*"))
+    assert len(done_rows(out)) == len(CLIPS)
+
+
+def test_kill_9_mid_assembly_leaves_no_process_and_next_run_sweeps(tmp_path: Path) -> None:
+    source, out = tmp_path / "books", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(ROOT / "sample_data" / "texts" / "aesop-fables.md", source / "aesop-fables.md")
+
+    def assembling() -> list[Path]:
+        return [p for p in out.glob(".voxflow/work/*/*") if p.suffix in (".wav", ".mp3")]
+
+    run = Run(["narrate", str(source), "--out", str(out)], tmp_path / "run1")
+    try:
+        wait_for(assembling, "the book's assembly", run)
+        kill_and_check_nothing_survives(run, run.descendants())
+    finally:
+        run.stop()
+    assert list(out.glob(".voxflow/work/*"))  # the killed run's assembly folder
+
+    rerun = Run(["narrate", str(source), "--out", str(out)], tmp_path / "run2")
+    try:
+        assert rerun.wait() == 0, rerun.stderr[-3000:]
+    finally:
+        rerun.stop()
+    assert not list(out.glob(".voxflow/work/*"))
+    assert list(out.glob("audiobooks/**/*.mp3"))
