@@ -170,15 +170,22 @@ def port_open(port: int) -> bool:
     return any(c.laddr and c.laddr.port == port and c.status == "LISTEN" for c in psutil.net_connections("tcp"))
 
 
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def kill_and_check_nothing_survives(run: Run, before_kill: list[psutil.Process]) -> None:
     servers = prefect_servers(before_kill)
     assert servers, "the run had no temporary Prefect server to check"
     run.proc.kill()
     run.proc.wait()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(p.is_running() and p.status() != "zombie" for p in before_kill):
+    while time.monotonic() < deadline and any(alive(p) for p in before_kill):
         time.sleep(0.1)
-    survivors = [p for p in before_kill if p.is_running() and p.status() != "zombie"]
+    survivors = [p for p in before_kill if alive(p)]
     try:
         assert not survivors, [p.cmdline()[:4] for p in survivors]
         assert not any(port_open(port) for _proc, port in servers)
@@ -237,3 +244,43 @@ def test_kill_9_mid_assembly_leaves_no_process_and_next_run_sweeps(tmp_path: Pat
         rerun.stop()
     assert not list(out.glob(".voxflow/work/*"))
     assert list(out.glob("audiobooks/**/*.mp3"))
+
+
+def claim_in_process(folder: Path, stay: bool) -> subprocess.Popen[bytes]:
+    """A separate process that claims ``folder`` and then lives on (``stay``) or exits."""
+    code = (
+        f"import sys, time; from pathlib import Path; from voxflow import scratch; scratch.claim(Path({str(folder)!r}))"
+    )
+    code += "; print('claimed', flush=True); time.sleep(600)" if stay else ""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
+    if stay:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"claimed"
+    else:
+        assert proc.wait(timeout=60) == 0
+    return proc
+
+
+def test_sweep_removes_only_folders_of_dead_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxflow import scratch
+    from voxflow.sources import OutputTree
+
+    monkeypatch.setenv("VOXFLOW_TMP_DIR", str(tmp_path / "systmp"))
+    out = tmp_path / "out"
+    dead_tmp, live_tmp = out / ".voxflow/tmp/run-dead", out / ".voxflow/tmp/run-live"
+    dead_work, unclaimed = out / ".voxflow/work/abc-dead", out / ".voxflow/work/abc-being-made"
+    dead_bucket = tmp_path / "systmp" / "voxflow-run-bucket"
+    foreign = tmp_path / "systmp" / "voxflow-not-ours"
+    for folder in (dead_tmp, dead_work, dead_bucket):
+        claim_in_process(folder, stay=False)
+        (folder / "audio.wav").write_bytes(b"RIFF")
+    unclaimed.mkdir(parents=True)
+    foreign.mkdir(parents=True)
+    live = claim_in_process(live_tmp, stay=True)  # a second run on the same tree, still going
+    try:
+        removed = scratch.sweep(OutputTree(str(out)))
+        assert sorted(removed) == sorted([dead_tmp, dead_work, dead_bucket])
+        assert live_tmp.is_dir() and unclaimed.is_dir() and foreign.is_dir()
+    finally:
+        live.kill()
+        live.wait()
+    assert scratch.sweep(OutputTree(str(out))) == [live_tmp]  # once its run is gone

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -833,9 +834,10 @@ def work_folder(out: OutputTree, key: str) -> Iterator[Path]:
     if out.local:
         base = out.state_dir() / "work"
         base.mkdir(parents=True, exist_ok=True)
-        path = scratch.claim(Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base)))  # swept if we die
+        path = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=base))
     else:
-        path = Path(tempfile.mkdtemp(prefix="voxflow-book-"))
+        path = Path(tempfile.mkdtemp(prefix="voxflow-book-", dir=os.environ.get("VOXFLOW_TMP_DIR")))
+    scratch.claim(path)  # a later run removes it if this process dies before the end
     try:
         yield path
     finally:
