@@ -4,7 +4,8 @@ Without ``PREFECT_API_URL`` a flow run starts a temporary Prefect server (uvicor
 listening on a port). Prefect stops it at exit, but a run killed with ``kill -9`` never gets
 there and the server lives on. Started here instead, the server runs in its own session (the
 terminal's Ctrl-C does not stop it while the run winds down) and the kernel kills it when its
-parent dies, however it dies (Linux ``PR_SET_PDEATHSIG``).
+parent dies, however it dies (Linux ``PR_SET_PDEATHSIG``). Its own output goes to
+``$PREFECT_HOME/voxflow-server.log``, not to the user's terminal.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import signal
 import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 from prefect.server.api import server as prefect_server
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,13 +43,23 @@ class _BoundServer(prefect_server.SubprocessASGIServer):
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
         bind = functools.partial(_die_with_parent, os.getpid())
-        popen = functools.partial(subprocess.Popen, preexec_fn=bind, start_new_session=True)
-        original = prefect_server.subprocess
-        prefect_server.subprocess = types.SimpleNamespace(Popen=popen, TimeoutExpired=subprocess.TimeoutExpired)
-        try:
-            return super()._run_uvicorn_command()
-        finally:
-            prefect_server.subprocess = original
+        with _server_log().open("ab") as log:  # its shutdown noise stays out of the user's terminal
+            popen = functools.partial(
+                subprocess.Popen, preexec_fn=bind, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            )
+            original = prefect_server.subprocess
+            prefect_server.subprocess = types.SimpleNamespace(Popen=popen, TimeoutExpired=subprocess.TimeoutExpired)
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                prefect_server.subprocess = original
+
+
+def _server_log() -> Path:
+    """Where the temporary server's own output goes: ``$PREFECT_HOME/voxflow-server.log``."""
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "voxflow-server.log"
 
 
 def _die_with_parent(parent: int) -> None:
