@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -32,9 +33,14 @@ class Interrupted(Exception):
     """Work not started because the run was asked to stop (never a catalog row)."""
 
 
+_wakeup: list[int] = []  # read end of the signal wake-up pipe while graceful_signals is active
+
+
 def requested() -> bool:
-    """True once the run has been asked to stop starting new work."""
-    return _stop.is_set()
+    """True once the run has been asked to stop starting new work — already when the signal
+    has arrived but its Python handler has not run yet (Ctrl-C reaches ffmpeg at the same
+    moment: its failure must not be taken for a broken file)."""
+    return _stop.is_set() or (bool(_wakeup) and bool(select.select(_wakeup[:1], [], [], 0)[0]))
 
 
 def request() -> None:
@@ -59,9 +65,17 @@ def graceful_signals(on_first: Callable[[str], None]) -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)  # written at the C level, at once
+    _wakeup[:] = [read_end]
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        _wakeup.clear()
+        os.close(read_end)
+        os.close(write_end)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
