@@ -572,3 +572,15 @@ SCHEMAS["narrations"] = pa.schema(
         ),
     ]
 )
+
+# --- outputs: the ledger of files voxflow wrote (see voxflow.ownership) --------------------
+SCHEMAS["outputs"] = pa.schema(
+    [
+        ("path", pa.string()),  # URI of the file
+        ("recording_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("sha256", pa.string()),  # of the bytes written
+        ("run_id", pa.string()),
+        ("written_at", _ts),
+    ]
+)

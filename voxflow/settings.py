@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     temperature: float | None = None
     provider: dict[str, Any] | None = None  # OpenRouter provider routing/passthrough (JSON in the env)
     shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
+    overwrite: bool = False  # replace sidecar files voxflow did not write (a user's own subtitles)
+    wait: bool = False  # wait for another run on the same output to finish instead of exiting 2
+    lock_lease_s: float = Field(default=60.0, ge=1)  # bucket outputs: a dead run's lease expires after this
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -49,6 +49,7 @@ from voxflow.models import (
     Word,
     language_code,
 )
+from voxflow.ownership import Claim, OutputLedger, PathState, sha256_of
 from voxflow.settings import Settings
 from voxflow.sources import (
     NAME_MAX,
@@ -102,6 +103,8 @@ class RunPlan:
     unsettled: list[Recording] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # done in the catalog, gone from the source
     stems: dict[str, str] = field(default_factory=dict)
+    ledger: OutputLedger = field(default_factory=OutputLedger)  # which output files voxflow wrote
+    left_alone: list[str] = field(default_factory=list)  # sidecars of skipped recordings not ours
     ignored: int = 0
     found: int = 0
 
@@ -124,6 +127,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     plan.stems = sidecar_stems(scanned.recordings + scanned.unsettled)
     cache = HashCache.in_tree(out, source, _writer_name(settings), media=True)
     index = CatalogIndex.load(out)
+    plan.ledger = OutputLedger.load(out, index, _writer_name(settings))
     existing = _existing_outputs(settings, out, source, scanned)
     present: set[str] = set()
     cache.prefetch(scanned.recordings, scanned.versions)
@@ -140,7 +144,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
         if done is None:
             plan.todo.append(rec)
-        elif all(p in existing for p in _sidecar_paths(rec, done.language, plan, settings)):
+        elif _sidecars_settled(rec, done.language, plan, settings, existing):
             plan.skipped.append(rec)
         else:
             _restore_or_redo(plan, rec, index.restorable(rec.recording_id, plan.options_hash))
@@ -228,11 +232,69 @@ def _sidecar_tree(rec: Recording, settings: Settings) -> tuple[OutputTree, str]:
     return OutputTree.cached(settings.out), rec.rel_dir
 
 
-def _sidecar_paths(rec: Recording, language: str, plan: RunPlan, settings: Settings) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class SidecarTarget:
+    """Where one sidecar of a recording goes, and what is there now."""
+
+    fmt: str
+    tree: OutputTree
+    rel: str  # within ``tree``
+    shown: str  # relative to the source tree, for messages
+    state: PathState
+
+    @property
+    def uri(self) -> str:
+        return self.tree.uri(self.rel)
+
+
+def _sidecar_targets(
+    rec: Recording, language: str, plan: RunPlan, settings: Settings, existing: set[str] | None = None
+) -> list[SidecarTarget]:
+    """The recording's sidecars under the first stem whose paths no other recording owns:
+    ``talk``, then ``talk.mp3``, then ``talk.mp3.<id>`` (deterministic)."""
     tree, folder = _sidecar_tree(rec, settings)
-    stem = plan.stems.get(rec.rel_path, rec.stem)
-    names = [sidecar_name(stem, language, fmt) for fmt in settings.formats]
-    return [tree.path(f"{folder}/{n}" if folder else n) for n in names]
+    name = rec.rel_path.rsplit("/", 1)[-1]
+    stems = dict.fromkeys((plan.stems.get(rec.rel_path, rec.stem), name, f"{name}.{rec.recording_id[:12]}"))
+    for stem in stems:
+        targets = [
+            _target(rec, tree, folder, sidecar_name(stem, language, fmt), fmt, plan, existing)
+            for fmt in settings.formats
+        ]
+        if not any(t.state == "taken" for t in targets):
+            break
+    return targets
+
+
+def _target(
+    rec: Recording, tree: OutputTree, folder: str, name: str, fmt: str, plan: RunPlan, existing: set[str] | None
+) -> SidecarTarget:
+    rel = f"{folder}/{name}" if folder else name
+    shown = f"{rec.rel_dir}/{name}" if rec.rel_dir else name
+    path = tree.path(rel)
+
+    def read() -> bytes | None:
+        if existing is not None and path not in existing:
+            return None
+        try:
+            return bytes(tree.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+
+    return SidecarTarget(fmt, tree, rel, shown, plan.ledger.state(tree.uri(rel), rec.recording_id, rec.uri, read))
+
+
+def _sidecars_settled(rec: Recording, language: str, plan: RunPlan, settings: Settings, existing: set[str]) -> bool:
+    """True when every sidecar is there as voxflow wrote it, or is a file voxflow leaves alone."""
+    targets = _sidecar_targets(rec, language, plan, settings, existing)
+    foreign = [t for t in targets if t.state == "foreign"]
+    if any(t.state == "free" for t in targets) or (foreign and settings.overwrite):
+        return False
+    plan.left_alone.extend(_left_alone_note(t) for t in foreign)
+    return True
+
+
+def _left_alone_note(target: SidecarTarget) -> str:
+    return f"left alone: {target.shown} (not written by voxflow; --overwrite to replace)"
 
 
 def _existing_outputs(settings: Settings, out: OutputTree, source: str, scanned: ScanResult | None = None) -> set[str]:
@@ -266,6 +328,7 @@ class RunContext:
     started_at: float = field(default_factory=time.time)
     aborted: RunAbort | None = None
     scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
+    left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -397,7 +460,8 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
-    outputs = write_sidecars(rec, transcript, playable_ms, ctx.plan, ctx.settings)
+    writes = _write_outputs(rec, transcript, playable_ms, ctx)
+    warnings += writes.left_alone
     result = RecordingResult(
         recording=rec,
         status="done",
@@ -412,7 +476,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         cost_usd=transcript.cost_usd,
         started_at=started,
         finished_at=time.time(),
-        outputs=tuple(outputs),
+        outputs=tuple(writes.written),
         warnings=tuple(warnings),
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
@@ -701,10 +765,25 @@ def transcript_from_dict(data: dict[str, Any]) -> Transcript:
 # --- outputs --------------------------------------------------------------------------
 
 
+@dataclass
+class SidecarWrites:
+    written: list[str]  # URIs
+    claims: list[Claim]  # ledger entries for ``written``
+    left_alone: list[str]  # notes on files voxflow did not write and did not replace
+
+
 def write_sidecars(
-    rec: Recording, transcript: Transcript, duration_ms: int, plan: RunPlan, settings: Settings
-) -> list[str]:
-    """Write the subtitle/transcript sidecars of one recording; returns their URIs."""
+    rec: Recording,
+    transcript: Transcript,
+    duration_ms: int,
+    plan: RunPlan,
+    settings: Settings,
+    *,
+    run_id: str = "",
+    writer: str = "w0",
+) -> SidecarWrites:
+    """Write the subtitle/transcript sidecars of one recording, claiming each in the ledger
+    first; a file voxflow did not write is left alone (``--overwrite`` replaces it)."""
     language = language_code(transcript.language)
     cues = shape_cues(transcript.segments, duration_ms)
     doc = SidecarDoc(
@@ -716,13 +795,28 @@ def write_sidecars(
         cues=tuple(cues),
         extra={"source": printable_name(rec.rel_path), "recording_id": rec.recording_id},
     )
-    tree, folder = _sidecar_tree(rec, settings)
-    stem = plan.stems.get(rec.rel_path, rec.stem)
-    written = []
-    for fmt, text in render_sidecars(doc, settings.formats).items():
-        name = sidecar_name(stem, language, fmt)
-        written.append(tree.write_text(f"{folder}/{name}" if folder else name, text))
-    return written
+    rendered = render_sidecars(doc, settings.formats)
+    targets = _sidecar_targets(rec, language, plan, settings)
+    writable = [t for t in targets if t.state != "foreign" or settings.overwrite]
+    now = time.time()
+    claims = [
+        Claim(t.uri, rec.recording_id, rec.uri, sha256_of(rendered[t.fmt].encode("utf-8")), run_id, now)
+        for t in writable
+    ]
+    plan.ledger.journal(claims, writer, run_id)
+    written = [t.tree.write_text(t.rel, rendered[t.fmt]) for t in writable]
+    left_alone = [_left_alone_note(t) for t in targets if t not in writable]
+    return SidecarWrites(written, claims, left_alone)
+
+
+def _write_outputs(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> SidecarWrites:
+    """write_sidecars within a run: the claims go to the catalog with the recording's rows."""
+    writes = write_sidecars(
+        rec, transcript, duration_ms, ctx.plan, ctx.settings, run_id=ctx.run_id, writer=_writer_name(ctx.settings)
+    )
+    ctx.catalog.add_rows("outputs", [c.row() for c in writes.claims])
+    ctx.left_alone.extend(writes.left_alone)
+    return writes
 
 
 def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> RecordingResult:
@@ -731,7 +825,7 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
     started = time.time()
     try:
         transcript = load_transcript(ctx.out, done)
-        outputs = write_sidecars(rec, transcript, round(done.duration_s * 1000), ctx.plan, ctx.settings)
+        writes = _write_outputs(rec, transcript, round(done.duration_s * 1000), ctx)
     except VoxflowError as exc:
         return _record(ctx, _failed(rec, exc, ctx.plan, done.model, started))
     result = RecordingResult(
@@ -745,8 +839,11 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
         segments=transcript.segments,
         started_at=started,
         finished_at=time.time(),
-        outputs=tuple(outputs),
-        warnings=(f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",),
+        outputs=tuple(writes.written),
+        warnings=(
+            f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",
+            *writes.left_alone,
+        ),
     )
     return _record(ctx, result)
 
@@ -805,6 +902,7 @@ class RunSummary:
     deleted: int = 0  # done in the catalog, gone from the source (rows kept)
     interrupted: bool = False  # Ctrl-C / SIGTERM: stopped starting work (exit 130)
     left_undone: int = 0
+    left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -816,7 +914,10 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     results = [*results, *(write_twin(twin, results, ctx) for twin in plan.twins)]
     for failure in plan.failed:
         ctx.catalog.add_result(failure)
+    ctx.catalog.add_rows("outputs", plan.ledger.adopt_dead_journals())
     ctx.catalog.flush()
+    plan.ledger.drop_journals(_writer_name(ctx.settings), ctx.run_id)
+    left_alone = [*plan.left_alone, *ctx.left_alone]
     everything = [*plan.failed, *results]
     failed = [r for r in everything if r.status == "failed"]
     not_started = [r for r in failed if r.error_message and ": not started: " in r.error_message]
@@ -852,6 +953,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "unsettled": [r.rel_path for r in plan.unsettled],
         "deleted": plan.deleted,
         "skipped": [r.rel_path for r in plan.skipped],
+        "left_alone": left_alone,
         "catalog_parts": ctx.catalog.written,
     }
     manifest_uri = ctx.out.write_text(
@@ -878,6 +980,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         deleted=len(plan.deleted),
         interrupted=interrupted,
         left_undone=len(manifest["left_undone"]),
+        left_alone=left_alone,
     )
 
 
