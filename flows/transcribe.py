@@ -15,8 +15,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.transcribe import restore_sidecars_task, transcribe_recording_task
 from voxflow.errors import RunAbort
+from voxflow.lock import output_lock
 from voxflow.models import Recording, RecordingResult
 from voxflow.settings import load_settings
+from voxflow.sources import new_run_id
 from voxflow.transcription import RunContext, RunPlan, finish_run, open_run, plan_run, task_failed
 
 
@@ -26,16 +28,20 @@ def transcribe_flow(
     out: str = "voxflow-out",
     options: dict[str, Any] | None = None,
     model: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Transcribe every new recording under ``source`` into ``out``.
 
     ``options`` are voxflow settings (model, language, formats, concurrency, force, …); the API
     key is read from the environment of the process that runs the flow, never passed here.
     ``model``, when given, wins over ``options["model"]`` (a deployment's own parameter).
+    One run per output at a time (voxflow.lock): a second one waits (``wait`` option) or fails.
     """
     settings = load_settings(**{**(options or {}), "out": out, **({"model": model} if model else {})})
-    plan = plan_run(source, settings)
-    return run_plan(plan)
+    run_id = run_id or new_run_id()
+    with output_lock(settings, run_id):  # re-entrant: the CLI that started this flow holds it already
+        plan = plan_run(source, settings)
+        return run_plan(plan, run_id)
 
 
 def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:

@@ -198,6 +198,10 @@ def transcribe(
     diarize: Annotated[bool, typer.Option("--diarize", help="Speaker labels (models that support it).")] = False,
     keyterms: Annotated[str | None, typer.Option(help="Comma-separated vocabulary hints.")] = None,
     shard: Annotated[str | None, typer.Option(help="i/n: this worker's share of the recordings.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace sidecar files voxflow did not write (e.g. your own .srt).")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another run on the same --out to finish.")] = False,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = _settings(
@@ -214,23 +218,38 @@ def transcribe(
         diarize=diarize or None,
         keyterms=keyterms,
         shard=shard,
+        overwrite=overwrite or None,
+        wait=wait or None,
     )
     raise typer.Exit(run_transcribe(source, settings))
 
 
 def run_transcribe(source: str, settings: Settings) -> int:
-    """The transcribe command without typer: plan, run (Prefect only if there is work), report.
+    """The transcribe command without typer: hold the output's lock, then plan, run, report.
     The first Ctrl-C or SIGTERM stops starting work (exit 130, see voxflow.interrupts)."""
     with interrupts.graceful_signals(_say_stopping):
         return _transcribe_command(source, settings)
 
 
 def _transcribe_command(source: str, settings: Settings) -> int:
+    from voxflow.lock import OutputLocked, output_lock
+    from voxflow.sources import new_run_id
+
+    _check_transcription(settings)
+    _check_out(settings.out)
+    run_id = new_run_id()
+    try:
+        with output_lock(settings, run_id):
+            return _transcribe_locked(source, settings, run_id)
+    except OutputLocked as exc:
+        return _report(exc)
+
+
+def _transcribe_locked(source: str, settings: Settings, run_id: str) -> int:
+    """Plan, run (Prefect only if there is work), report."""
     from voxflow.transcription import plan_run, run_inline
 
     started = time.monotonic()
-    _check_transcription(settings)
-    _check_out(settings.out)
     _say_engine(settings.transcription_model, settings.openrouter.has_key)
     try:
         plan = plan_run(source, settings)
@@ -247,13 +266,13 @@ def _transcribe_command(source: str, settings: Settings) -> int:
     )
     try:
         if not plan.has_work:
-            summary = run_inline(plan).as_dict()
+            summary = run_inline(plan, run_id).as_dict()
         else:
             _validate_model(settings)
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
-            summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore))
+            summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore), run_id)
     except (RunAbort, ConfigError) as exc:
         return _report(exc)
     _print_summary(summary, settings, time.monotonic() - started)
@@ -283,7 +302,7 @@ def _validate_model(settings: Settings, kind: str = "transcription", voice: str 
         )
 
 
-def _run_transcription_flow(source: str, settings: Settings, total: int) -> dict[str, Any]:
+def _run_transcription_flow(source: str, settings: Settings, total: int, run_id: str | None = None) -> dict[str, Any]:
     _prefect_defaults()
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -295,7 +314,7 @@ def _run_transcription_flow(source: str, settings: Settings, total: int) -> dict
     with _progress(total) as listener:
         unsubscribe = events.subscribe(listener)
         try:
-            return _run_bound(lambda: flow(source=source, out=settings.out, options=options))
+            return _run_bound(lambda: flow(source=source, out=settings.out, options=options, run_id=run_id))
         finally:
             unsubscribe()
 
@@ -382,6 +401,8 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
     console.print(table)
     for failure in summary["failures"]:
         console.print(f"[red]✗[/] {failure['kind']}: {failure['message']}")
+    for note in summary.get("left_alone", []):
+        console.print(f"[yellow]![/] {note}")
     if summary.get("aborted"):
         console.print(f"[red]aborted:[/] {summary['aborted']}")
     if summary.get("interrupted"):
