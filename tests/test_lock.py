@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -179,19 +180,22 @@ def test_bucket_lease_is_renewed_while_its_holder_lives(bucket: str, lease_holde
         pass
 
 
-def test_bucket_lease_of_a_killed_run_expires_and_is_taken_over(bucket: str, lease_holder) -> None:  # noqa: F811
+def test_bucket_lease_of_a_killed_run_expires_and_is_taken_over(
+    bucket: str,  # noqa: F811
+    lease_holder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     out = f"{bucket}/out"
     holder = lease_holder(out, 2)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    with (
-        pytest.raises(OutputLocked, match=f"pid {holder.pid}"),  # not expired yet
-        output_lock(load_settings(out=out, lock_lease_s=2), "impatient"),
-    ):
-        pass
     tree = OutputTree(out)
-    with output_lock(load_settings(out=out, lock_lease_s=2, wait=True), "patient"):
+    with (
+        caplog.at_level("WARNING", logger="voxflow.lock"),
+        output_lock(load_settings(out=out, lock_lease_s=2, wait=True), "patient"),
+    ):
         assert json.loads(tree.fs.cat_file(tree.path(".voxflow/lock.json")))["run_id"] == "patient"
+    assert f"took over the expired lease of host {socket.gethostname()}, pid {holder.pid}, run held-run" in caplog.text
     assert not tree.fs.exists(tree.path(".voxflow/lock.json")), "released on exit"
 
 
