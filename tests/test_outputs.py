@@ -134,3 +134,24 @@ def test_files_of_a_run_killed_before_its_catalog_flush_are_still_voxflows(sampl
     claims = ledger(out)
     assert claims[str(out / "a.en.txt")] == hashlib.sha256((out / "a.en.txt").read_bytes()).hexdigest()
     assert not list((out / ".voxflow" / "outputs-pending").glob("*.jsonl")), "journals folded into the catalog"
+
+
+def test_cli_reports_left_alone_files_and_overwrite_replaces_them(samples: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from voxflow.cli import app
+
+    lib, out = tmp_path / "lib", tmp_path / "catalog-home"
+    lib.mkdir()
+    shutil.copy(samples / "spk1_snt1.wav", lib / "Clip.wav")
+    args = ["transcribe", str(lib), "--out", str(out), "--beside-source", "--formats", "srt"]
+    run_inline(plan_run(str(lib), load_settings(out=str(out), beside_source=True, formats="srt")))
+    (lib / "Clip.en.srt").write_text(USER_SRT)  # the user replaced voxflow's file with their own
+    kept = CliRunner(env={"COLUMNS": "1000"}).invoke(app, args)
+    assert kept.exit_code == 0, kept.output
+    assert "left alone: Clip.en.srt (not written by voxflow; --overwrite to replace)" in kept.output
+    assert (lib / "Clip.en.srt").read_text() == USER_SRT
+    replaced = CliRunner(env={"COLUMNS": "1000"}).invoke(app, [*args, "--overwrite"])
+    assert replaced.exit_code == 0 and "1 to restore" in replaced.output, replaced.output
+    cues = list(srt.parse((lib / "Clip.en.srt").read_text()))
+    assert "small dog" in " ".join(c.content for c in cues).lower()
