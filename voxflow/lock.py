@@ -109,7 +109,7 @@ def output_lock(settings: Settings, run_id: str, *, sleep: Callable[[float], Non
                 del _held[key]
 
 
-def _busy(out: OutputTree, holder: Holder | None, settings: Settings) -> OutputLocked:
+def _busy(out: OutputTree, holder: Holder | None) -> OutputLocked:
     who = holder.describe() if holder else "a run whose details are not readable yet"
     return OutputLocked(
         f"{out.url} is in use by another voxflow run ({who}); "
@@ -149,7 +149,7 @@ class _FileLock:
         except BlockingIOError:
             holder = Holder.parse(self.path.read_bytes())
         if not self.settings.wait:
-            raise _busy(self.out, holder, self.settings)
+            raise _busy(self.out, holder)
         _say_waiting(self.out, holder)
         fcntl.flock(fd, fcntl.LOCK_EX)
 
@@ -180,7 +180,7 @@ class _Lease:
             if self._try(run_id, current, etag):
                 break
             if not self.settings.wait:
-                raise _busy(self.out, current, self.settings)
+                raise _busy(self.out, current)
             if not said:
                 _say_waiting(self.out, current)
                 said = True
@@ -211,8 +211,8 @@ class _Lease:
     def _put(self, holder: Holder, condition: dict[str, Any]) -> bool:
         try:
             reply = self.out.fs.pipe_file(self.path, holder.dump(), **condition)
-        except (OSError, FileExistsError):
-            return False  # 412: someone else wrote the lease first
+        except OSError:
+            return False  # 412: someone else wrote the lease first (or the store is unreachable)
         self.etag = (reply or {}).get("ETag") or self.out.fs.info(self.path)["ETag"]
         return True
 
