@@ -39,7 +39,7 @@ from voxflow.models import Quality, RecordingResult, Segment, Transcript, Word
 from voxflow.sources import OutputTree
 
 log = logging.getLogger("voxflow.catalog")
-COMMIT_ORDER = ("segments", "words", "narrations", "transcripts")  # transcripts last: the commit marker
+COMMIT_ORDER = ("segments", "words", "narrations", "outputs", "transcripts")  # transcripts last: the commit marker
 QUARANTINE = "catalog/_quarantine"
 # What reading a damaged part file raises (empty, garbage, truncated: ArrowInvalid; pages that
 # do not decompress: OSError). An OSError is blamed on the file only when its bytes read fine

@@ -861,15 +861,15 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
         return _record(ctx, failed)
     transcript = Transcript(leader.text, leader.language, leader.segments)
     try:
-        outputs = write_sidecars(twin, transcript, leader.duration_ms, ctx.plan, ctx.settings)
+        writes = _write_outputs(twin, transcript, leader.duration_ms, ctx)
     except VoxflowError as exc:
         return _record(ctx, _failed(twin, exc, ctx.plan, leader.model, started))
     note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
     twin_result = replace(
         leader,
         recording=twin,
-        outputs=tuple(outputs),
-        warnings=(*leader.warnings, note),
+        outputs=tuple(writes.written),
+        warnings=(*leader.warnings, note, *writes.left_alone),
         n_chunks=0,
         attempts=0,
         cost_usd=0.0,
