@@ -295,3 +295,22 @@ def test_an_empty_source_is_refused(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert "SOURCE is empty: give a folder, file or s3:// URL" in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_paths_passed_over_are_listed_in_the_manifest(tmp_path: Path) -> None:
+    """What the scan never opened reaches the run manifest with the reason."""
+    import json
+
+    from voxflow.settings import load_settings
+    from voxflow.transcription import plan_run, run_inline
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    os.mkfifo(src / "pipe.wav")
+    (src / "outside").symlink_to(tmp_path)
+    summary = run_inline(plan_run(str(src), load_settings(out=str(out))))
+    manifest = json.loads(Path(summary.manifest).read_text())
+    assert {p["path"]: p["reason"] for p in manifest["passed_over"]} == {
+        "pipe.wav": "named pipe (FIFO)",
+        "outside": "symlink out of the source",
+    }

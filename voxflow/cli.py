@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +20,7 @@ from rich.table import Table
 from voxflow import interrupts
 from voxflow import progress as events
 from voxflow.errors import ConfigError, ExitCode, RunAbort, SourceError, explain
+from voxflow.fsnames import printable_name
 from voxflow.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -264,6 +265,7 @@ def _transcribe_locked(source: str, settings: Settings, run_id: str) -> int:
         + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
         + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
     )
+    _say_passed_over(plan.passed_over)
     try:
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
@@ -300,6 +302,17 @@ def _validate_model(settings: Settings, kind: str = "transcription", voice: str 
         raise ConfigError(
             f"--diarize: {model} cannot label speakers; pick a model that can ({', '.join(able) or 'none listed'})"
         )
+
+
+def _say_passed_over(passed_over: Sequence[Any], shown: int = 5) -> None:
+    """The paths the scan never opened (special files, symlinks out of the source), and why."""
+    if not passed_over:
+        return
+    console.print(f"{len(passed_over)} paths passed over without being opened:")
+    for entry in passed_over[:shown]:
+        console.print(f"  {printable_name(entry.rel_path)} — {entry.reason}", markup=False, highlight=False)
+    if len(passed_over) > shown:
+        console.print(f"  … and {len(passed_over) - shown} more (runs/<run_id>.json lists them all)")
 
 
 def _run_transcription_flow(source: str, settings: Settings, total: int, run_id: str | None = None) -> dict[str, Any]:

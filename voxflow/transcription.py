@@ -56,6 +56,7 @@ from voxflow.sources import (
     HashCache,
     OutputTree,
     ScanResult,
+    Skipped,
     find_paths,
     full_uri,
     local_copy,
@@ -102,6 +103,7 @@ class RunPlan:
     failed: list[RecordingResult] = field(default_factory=list)
     unsettled: list[Recording] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # done in the catalog, gone from the source
+    passed_over: tuple[Skipped, ...] = ()  # special files, symlinks out of the source: never opened
     stems: dict[str, str] = field(default_factory=dict)
     ledger: OutputLedger = field(default_factory=OutputLedger)  # which output files voxflow wrote
     left_alone: list[str] = field(default_factory=list)  # sidecars of skipped recordings not ours
@@ -124,6 +126,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     plan = RunPlan(source, settings, options.digest(), ignored=scanned.ignored)
     plan.found = len(scanned.recordings) + len(scanned.unsettled)
     plan.unsettled = list(scanned.unsettled)
+    plan.passed_over = scanned.skipped
     plan.stems = sidecar_stems(scanned.recordings + scanned.unsettled)
     cache = HashCache.in_tree(out, source, _writer_name(settings), media=True)
     index = CatalogIndex.load(out)
@@ -951,6 +954,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "left_undone": undone if ctx.aborted or interrupted else [],
         "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
         "unsettled": [r.rel_path for r in plan.unsettled],
+        "passed_over": [{"path": p.rel_path, "reason": p.reason} for p in plan.passed_over],
         "deleted": plan.deleted,
         "skipped": [r.rel_path for r in plan.skipped],
         "left_alone": left_alone,
