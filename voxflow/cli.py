@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -57,6 +58,17 @@ ModelOpt = Annotated[
 ]
 ConcurrencyOpt = Annotated[
     int | None, typer.Option(help=_default("Engine requests in flight (whole run).", "concurrency"))
+]
+NotifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        envvar="VOXFLOW_NOTIFY_URL",
+        help="POST the run's summary as JSON to this URL (e.g. a Slack webhook) when it had failures or was aborted.",
+    ),
+]
+NotifyAlwaysOpt = Annotated[
+    bool, typer.Option("--notify-always", help="With --notify: send the summary after every run, not only bad ones.")
 ]
 BudgetOpt = Annotated[
     float | None, typer.Option("--budget-usd", help=_default("Stop starting work past this cost.", shown="no limit"))
@@ -187,6 +199,10 @@ def transcribe(
     concurrency: ConcurrencyOpt = None,
     budget_usd: BudgetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo recordings already done.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Try again recordings that failed for good and have not changed."),
+    ] = False,
     beside_source: Annotated[
         bool,
         typer.Option("--beside-source", help="Write sidecars next to each recording (media-library mode)."),
@@ -203,6 +219,8 @@ def transcribe(
         bool, typer.Option("--overwrite", help="Replace sidecar files voxflow did not write (e.g. your own .srt).")
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another run on the same --out to finish.")] = False,
+    notify: NotifyOpt = None,
+    notify_always: NotifyAlwaysOpt = False,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = _settings(
@@ -213,6 +231,7 @@ def transcribe(
         concurrency=concurrency,
         budget_usd=budget_usd,
         force=force or None,
+        retry_failed=retry_failed or None,
         beside_source=beside_source or None,
         settle_seconds=settle_seconds,
         follow_symlinks=follow_symlinks or None,
@@ -222,17 +241,23 @@ def transcribe(
         overwrite=overwrite or None,
         wait=wait or None,
     )
-    raise typer.Exit(run_transcribe(source, settings))
+    raise typer.Exit(run_transcribe(source, settings, _notifier("transcribe", notify, notify_always)))
 
 
-def run_transcribe(source: str, settings: Settings) -> int:
+def _notifier(command: Any, url: str | None, always: bool) -> Callable[[dict[str, Any]], None]:
+    from voxflow.notify import notifier
+
+    return notifier(command, url, always, lambda line: console.print(f"warning: {line}", markup=False))
+
+
+def run_transcribe(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None = None) -> int:
     """The transcribe command without typer: hold the output's lock, then plan, run, report.
     The first Ctrl-C or SIGTERM stops starting work (exit 130, see voxflow.interrupts)."""
     with interrupts.graceful_signals(_say_stopping):
-        return _transcribe_command(source, settings)
+        return _transcribe_command(source, settings, notify)
 
 
-def _transcribe_command(source: str, settings: Settings) -> int:
+def _transcribe_command(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None) -> int:
     from voxflow.lock import OutputLocked, output_lock
     from voxflow.sources import new_run_id
 
@@ -241,12 +266,14 @@ def _transcribe_command(source: str, settings: Settings) -> int:
     run_id = new_run_id()
     try:
         with output_lock(settings, run_id):
-            return _transcribe_locked(source, settings, run_id)
+            return _transcribe_locked(source, settings, run_id, notify)
     except OutputLocked as exc:
         return _report(exc)
 
 
-def _transcribe_locked(source: str, settings: Settings, run_id: str) -> int:
+def _transcribe_locked(
+    source: str, settings: Settings, run_id: str, notify: Callable[[dict[str, Any]], None] | None
+) -> int:
     """Plan, run (Prefect only if there is work), report."""
     from voxflow.transcription import plan_run, run_inline
 
@@ -266,6 +293,7 @@ def _transcribe_locked(source: str, settings: Settings, run_id: str) -> int:
         + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
     )
     _say_passed_over(plan.passed_over)
+    _say_known_failures(plan.known_failures)
     try:
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
@@ -276,9 +304,24 @@ def _transcribe_locked(source: str, settings: Settings, run_id: str) -> int:
                 return interrupts.INTERRUPTED_EXIT
             summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore), run_id)
     except (RunAbort, ConfigError) as exc:
+        if notify and isinstance(exc, RunAbort):  # stopped before the run could write a manifest
+            notify({"aborted": f"{exc.kind}: {exc}"})
         return _report(exc)
     _print_summary(summary, settings, time.monotonic() - started)
+    if notify:
+        notify(summary)
     return int(summary["exit_code"])
+
+
+def _say_known_failures(known: list[Any]) -> None:
+    """One line for recordings that failed for good earlier and have not changed."""
+    if known:
+        runs = ", ".join(sorted({k.since_run for k in known}))
+        console.print(
+            f"{len(known)} known failures (unchanged since run {runs}; --retry-failed to try again)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _validate_model(settings: Settings, kind: str = "transcription", voice: str | None = None) -> None:
@@ -456,6 +499,8 @@ def narrate(
         int | None, typer.Option(help="Longest text sent per request (default: the model's limit).")
     ] = None,
     bitrate: Annotated[str, typer.Option(help="MP3 CBR bitrate.")] = "192k",
+    notify: NotifyOpt = None,
+    notify_always: NotifyAlwaysOpt = False,
 ) -> None:
     """Narrate every document under SOURCE into MP3 audiobooks."""
     settings = _settings(
@@ -487,7 +532,14 @@ def narrate(
             bitrate=bitrate,
         )
         with interrupts.graceful_signals(_say_stopping):
-            code = run_narrate(source, settings, dry_run=dry_run, options=options, run_flow=_run_narration_flow)
+            code = run_narrate(
+                source,
+                settings,
+                dry_run=dry_run,
+                options=options,
+                run_flow=_run_narration_flow,
+                on_summary=_notifier("narrate", notify, notify_always),
+            )
     except (RunAbort, ConfigError, SourceError) as exc:
         code = _report(exc)
     raise typer.Exit(code)
@@ -563,27 +615,51 @@ def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> 
 
 @app.command()
 @guarded
-def report(out: OutOpt = None) -> None:
-    """Summarise the catalog: done/failed per recording, hours, cost; recent failures."""
-    from voxflow.reporting import catalog_report
+def report(
+    out: OutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (for scripts).")] = False,
+    since: Annotated[str | None, typer.Option(help="Only runs started on or after this date (YYYY-MM-DD).")] = None,
+) -> None:
+    """Summarise the catalog (done/failed, hours, cost, failures) and each night's runs.
+    Exit code 1 when the last run had failures."""
+    import json
+
+    from voxflow.reporting import parse_since, report_data, report_exit_code, report_lines
 
     settings = _settings(out=out)
-    out_console.print(catalog_report(settings.out))
+    data = report_data(settings.out, parse_since(since))
+    if as_json:
+        out_console.print_json(json.dumps(data, default=str))
+    else:
+        for line in [*report_lines(data), "", *_nights_table(data["nights"])]:
+            out_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(report_exit_code(data))
+
+
+def _nights_table(nights: list[dict[str, Any]]) -> list[str]:
+    """Runs grouped by the local date they started on, as plain aligned lines (never cut)."""
+    lines = ["night        runs  done  failed     audio        cost      wall"]
+    for n in nights:
+        lines.append(
+            f"{n['night']:<10} {n['runs']:>6} {n['done']:>5} {n['failed']:>7} {_hms(n['audio_hours'] * 3600):>9} "
+            f"{'$' + format(n['cost_usd'], '.4f'):>11} {_hms(n['wall_s']):>9}"
+        )
+    return lines
 
 
 @app.command()
 @guarded
-def doctor() -> None:
-    """Check ffmpeg/ffprobe, the embedded engines, the API key (never printed), Prefect."""
+def doctor(out: OutOpt = None) -> None:
+    """Check ffmpeg and its codecs, the embedded engines, the API key and its credits (the key
+    is never printed), free disk space at --out, and Prefect. Exit code 1 when a check failed."""
     from voxflow.reporting import doctor_checks
 
-    ok = True
-    table = Table("check", "status", "detail")
-    for name, passed, detail in doctor_checks(_settings()):
-        ok &= passed
-        table.add_row(name, "[green]ok[/]" if passed else "[red]FAIL[/]", detail)
-    out_console.print(table)
-    raise typer.Exit(0 if ok else 2)
+    checks = doctor_checks(_settings(out=out))
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:  # plain lines: the terminal wraps them, nothing is cut or elided
+        status = f"[{colour[check.status]}]{check.status:<4}[/]"
+        out_console.print(f"{status}  {escape(check.name)}: {escape(check.detail)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
 @app.command()

@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import errno
 from enum import IntEnum
+from typing import ClassVar
 
 
 class VoxflowError(Exception):
-    """Base of every voxflow error; ``kind`` is what lands in ``error_kind``."""
+    """Base of every voxflow error; ``kind`` is what lands in ``error_kind``. ``permanent``: the
+    same file with the same options fails the same way again (not worth retrying every night)."""
+
+    permanent: ClassVar[bool] = False
 
     @property
     def kind(self) -> str:
@@ -46,13 +50,19 @@ class ConfigError(VoxflowError):
 class SourceError(VoxflowError):
     """A source cannot be listed or a file cannot be read."""
 
+    permanent = True
+
 
 class AudioError(VoxflowError):
     """ffprobe/ffmpeg failed, the file has no audio stream, or it does not decode."""
 
+    permanent = True
+
 
 class TextError(VoxflowError):
     """A document cannot be read, or it has nothing that can be spoken."""
+
+    permanent = True
 
 
 class EngineError(VoxflowError):
@@ -81,6 +91,8 @@ class EngineTimeout(TransientEngineError):
 
 class PermanentEngineError(EngineError):
     """Fail this item at once; retrying cannot help."""
+
+    permanent = True
 
 
 class RequestRejected(PermanentEngineError):
@@ -136,6 +148,17 @@ def most_severe(group: BaseExceptionGroup) -> BaseException:
     walk(group)
     aborts = [e for e in leaves if isinstance(e, RunAbort)]
     return (aborts or leaves or [group])[0]
+
+
+def kind_is_permanent(kind: str | None) -> bool:
+    """Whether an ``error_kind`` read back from the catalog names a permanent error class."""
+    classes = [VoxflowError]
+    while classes:
+        cls = classes.pop()
+        if cls.__name__ == kind:
+            return cls.permanent
+        classes.extend(cls.__subclasses__())
+    return False
 
 
 class ExitCode(IntEnum):

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1, le=256)
     budget_usd: float | None = Field(default=None, ge=0)
     force: bool = False
+    retry_failed: bool = False  # try again recordings that failed for good and have not changed
     beside_source: bool = False
     follow_symlinks: bool = False  # follow symlinks that lead out of the source (never opens special files)
     settle_seconds: float = Field(default=0.0, ge=0)

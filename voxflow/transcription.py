@@ -36,6 +36,7 @@ from voxflow.errors import (
 )
 from voxflow.fsnames import printable_name, printable_tree
 from voxflow.gates import GatedSegments, gate_segments
+from voxflow.known_failures import KnownFailure, KnownFailures
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
     AudioChunk,
@@ -104,6 +105,7 @@ class RunPlan:
     unsettled: list[Recording] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # done in the catalog, gone from the source
     passed_over: tuple[Skipped, ...] = ()  # special files, symlinks out of the source: never opened
+    known_failures: list[KnownFailure] = field(default_factory=list)  # failed for good, unchanged: not retried
     stems: dict[str, str] = field(default_factory=dict)
     ledger: OutputLedger = field(default_factory=OutputLedger)  # which output files voxflow wrote
     left_alone: list[str] = field(default_factory=list)  # sidecars of skipped recordings not ours
@@ -133,20 +135,21 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     plan.ledger = OutputLedger.load(out, index, _writer_name(settings))
     existing = _existing_outputs(settings, out, source, scanned)
     present: set[str] = set()
+    known = KnownFailures() if settings.force or settings.retry_failed else KnownFailures.load(out, plan.options_hash)
     cache.prefetch(scanned.recordings, scanned.versions)
     for rec in scanned.recordings:
         try:
             rec = cache.hashed(rec, scanned.versions.get(rec.uri))
         except (SourceError, AudioError) as exc:  # unreadable, or not audio/video (never read through)
             if _mine_id(hashlib.sha256(os.fsencode(rec.uri)).hexdigest(), settings.shard):
-                plan.failed.append(_failed(rec, exc, plan, settings.transcription_model))
+                _failed_unless_known(plan, rec, exc, known)
             continue
         present.add(rec.recording_id)
         if not _mine(rec, settings.shard):
             continue
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
         if done is None:
-            plan.todo.append(rec)
+            _todo_unless_known(plan, rec, known)
         elif _sidecars_settled(rec, done.language, plan, settings, existing):
             plan.skipped.append(rec)
         else:
@@ -155,6 +158,22 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     plan.todo, plan.twins = _split_twins(plan.todo)
     plan.deleted = _deleted(source, scanned, present, index, settings.shard)
     return plan
+
+
+def _todo_unless_known(plan: RunPlan, rec: Recording, known: KnownFailures) -> None:
+    """Transcribe ``rec``, unless it failed for good with the same content and options."""
+    if failure := known.hashed(rec):
+        plan.known_failures.append(failure)
+    else:
+        plan.todo.append(rec)
+
+
+def _failed_unless_known(plan: RunPlan, rec: Recording, exc: BaseException, known: KnownFailures) -> None:
+    """A file refused before hashing fails the run, unless it failed the same way, unchanged, before."""
+    if failure := known.refused(rec, exc):
+        plan.known_failures.append(failure)
+    else:
+        plan.failed.append(_failed(rec, exc, plan, plan.settings.transcription_model))
 
 
 def _restore_or_redo(plan: RunPlan, rec: Recording, done: DoneRecord | None) -> None:
@@ -906,6 +925,7 @@ class RunSummary:
     interrupted: bool = False  # Ctrl-C / SIGTERM: stopped starting work (exit 130)
     left_undone: int = 0
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
+    known_failures: list[dict[str, str]] = field(default_factory=list)  # failed for good earlier, unchanged
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -956,6 +976,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "unsettled": [r.rel_path for r in plan.unsettled],
         "passed_over": [{"path": p.rel_path, "reason": p.reason} for p in plan.passed_over],
         "deleted": plan.deleted,
+        "known_failures": [k.as_dict() for k in plan.known_failures],
         "skipped": [r.rel_path for r in plan.skipped],
         "left_alone": left_alone,
         "catalog_parts": ctx.catalog.written,
@@ -985,6 +1006,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         interrupted=interrupted,
         left_undone=len(manifest["left_undone"]),
         left_alone=left_alone,
+        known_failures=manifest["known_failures"],
     )
 
 
