@@ -629,7 +629,7 @@ def report(
     settings = _settings(out=out)
     data = report_data(settings.out, parse_since(since))
     if as_json:
-        out_console.print_json(json.dumps(data, default=str))
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")  # never wrapped, whatever the width
     else:
         for line in [*report_lines(data), "", *_nights_table(data["nights"])]:
             out_console.print(line, markup=False, highlight=False, soft_wrap=True)

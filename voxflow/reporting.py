@@ -203,7 +203,9 @@ def _tool(name: str) -> Check:
 
 def ffmpeg_codecs(kind: str) -> set[str]:
     """Names ``ffmpeg -hide_banner -encoders`` (or ``-decoders``) lists."""
-    listing = subprocess.run(["ffmpeg", "-hide_banner", f"-{kind}"], capture_output=True, text=True, check=False)
+    listing = subprocess.run(
+        [media.tool("ffmpeg"), "-hide_banner", f"-{kind}"], capture_output=True, text=True, check=False
+    )
     names = set()
     for line in listing.stdout.splitlines():
         parts = line.split()
@@ -215,7 +217,7 @@ def ffmpeg_codecs(kind: str) -> set[str]:
 def _codecs(kind: str, wanted: tuple[str, ...]) -> Check:
     try:
         have = ffmpeg_codecs(kind)
-    except OSError as exc:
+    except (OSError, VoxflowError) as exc:
         return Check(f"ffmpeg {kind}", "fail", f"cannot run ffmpeg: {exc}")
     missing = [w for w in wanted if not set(w.split("|")) & have]
     found = ", ".join(w.split("|")[0] for w in wanted if w not in missing)
