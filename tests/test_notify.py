@@ -160,3 +160,17 @@ def test_prefect_automation_file_is_valid_and_targets_voxflow_failures() -> None
     assert isinstance(action, SendNotification) and str(action.block_document_id) == block_id
     tags = yaml.safe_load((Path(__file__).parent.parent / "deployments" / "prefect.yaml").read_text())
     assert all("voxflow" in d["tags"] for d in tags["deployments"])  # the trigger's tag is on every deployment
+
+
+def test_narrate_posts_its_failures(tmp_path: Path, receiver: Receiver) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "empty.txt").write_bytes(b"")
+    out = tmp_path / "out"
+    result = cli("narrate", str(docs), "--out", str(out), VOXFLOW_NOTIFY_URL=f"http://127.0.0.1:{receiver.port}/n")
+    assert result.returncode == 1, result.stderr
+    (body,) = receiver.bodies
+    (manifest_path,) = (out / "runs").glob("*.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert body["command"] == "narrate" and body["run_id"] == manifest["run_id"]
+    assert [f["file"] for f in body["failures"]] == [e["file"] for e in manifest["errors"]] == ["empty.txt"]

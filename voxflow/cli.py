@@ -631,7 +631,8 @@ def report(
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")  # never wrapped, whatever the width
     else:
-        for line in [*report_lines(data), "", *_nights_table(data["nights"])]:
+        nights = ["", *_nights_table(data["nights"])] if data["nights"] else []
+        for line in [*report_lines(data), *nights]:
             out_console.print(line, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(report_exit_code(data))
 

@@ -1407,6 +1407,7 @@ def run_narrate(
     options: NarrationOptions | None = None,
     run_flow: Callable[[str, Settings, NarrationOptions], dict[str, Any]] | None = None,
     echo: Callable[[str], None] | None = None,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """``voxflow narrate``: plan, run (through the Prefect flow only when there is work),
     print a summary; returns the exit code of design §3."""
@@ -1442,11 +1443,15 @@ def run_narrate(
             summary = run_inline(plan).as_dict()
     except RunAbort as exc:
         say(f"aborted: {exc.kind}: {exc}")
+        if on_summary:
+            on_summary({"aborted": f"{exc.kind}: {exc}"})
         return 3
     except (ConfigError, SourceError) as exc:
         say(f"error: {exc}")
         return 2
     _print_summary(summary, console, time.monotonic() - started)
+    if on_summary:  # e.g. the CLI's --notify
+        on_summary(summary)
     return int(summary["exit_code"])
 
 

@@ -140,9 +140,16 @@ def report_exit_code(data: dict[str, Any]) -> int:
     return 1 if last and (last["failed"] or last["aborted"]) else 0
 
 
+def catalog_report(out_url: str) -> str:
+    """The report's summary as text (what ``voxflow report`` prints above the nights)."""
+    return "\n".join(report_lines(report_data(out_url)))
+
+
 def report_lines(data: dict[str, Any]) -> list[str]:
     """The report's summary as plain lines (the per-night table is printed apart)."""
     cat = data["catalog"]
+    if not cat["recordings"] and not data["nights"] and not data["narrations"]:
+        return [f"no catalog under {data['out']}/catalog yet: run `voxflow transcribe` first"]
     lines = [
         f"catalog: {data['out']}/catalog" + (f"   since {data['since']}" if data["since"] else ""),
         f"recordings: {cat['recordings']}  done: {cat['done']}  failed: {cat['failed']}",
