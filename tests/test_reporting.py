@@ -172,3 +172,29 @@ def test_transient_kinds_are_not_permanent() -> None:
     assert not errors.RateLimited.permanent and not errors.AuthError.permanent and not errors.OutputError.permanent
     assert errors.kind_is_permanent("BadResponse") and not errors.kind_is_permanent("EngineTimeout")
     assert not errors.kind_is_permanent(None) and not errors.kind_is_permanent("NoSuchKind")
+
+
+def test_unreadable_file_is_known_until_its_permissions_change(tmp_path: Path) -> None:
+    """Permission denied (root's override dropped): run 2 exits 0 with it as a known failure;
+    once it is made readable (a chmod: mtime unchanged, ctime newer) it is transcribed."""
+    from tests.conftest import unprivileged
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    locked = src / "locked.wav"
+    shutil.copy(SAMPLES / "spk1_snt3.wav", locked)
+    locked.chmod(0)
+    environ = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        cmd = unprivileged([sys.executable, "-m", "voxflow.cli", "transcribe", str(src), "--out", str(out)])
+        return subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=600)
+
+    first = run()
+    assert first.returncode == 1 and "locked.wav" in first.stderr
+    second = run()
+    assert second.returncode == 0 and "1 known failures" in second.stderr, second.stderr
+    locked.chmod(0o644)
+    third = run()
+    assert third.returncode == 0 and "1 known failures" not in third.stderr, third.stderr
+    assert (out / "locked.en.srt").exists()

@@ -3,6 +3,7 @@ every night (``--retry-failed`` tries them again)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,9 +63,21 @@ class KnownFailures:
         if not isinstance(exc, VoxflowError) or row is None or row["error_kind"] != exc.kind:
             return None
         failed_at = row["finished_at"].timestamp() if row["finished_at"] else 0.0
-        if row["size_bytes"] != rec.size_bytes or rec.mtime > failed_at:
+        if row["size_bytes"] != rec.size_bytes or _changed_since(rec, failed_at):
             return None
         return _known(rec, row)
+
+
+def _changed_since(rec: Recording, when: float) -> bool:
+    """Modified after ``when``; for a local file, its inode too (a chmod that makes it readable)."""
+    if rec.mtime > when:
+        return True
+    if "://" in rec.uri and not rec.uri.startswith("file://"):
+        return False
+    try:
+        return os.stat(rec.uri.removeprefix("file://")).st_ctime > when
+    except OSError:
+        return False
 
 
 def _known(rec: Recording, row: dict[str, Any] | None) -> KnownFailure | None:
