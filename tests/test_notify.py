@@ -174,3 +174,20 @@ def test_narrate_posts_its_failures(tmp_path: Path, receiver: Receiver) -> None:
     manifest = json.loads(manifest_path.read_text())
     assert body["command"] == "narrate" and body["run_id"] == manifest["run_id"]
     assert [f["file"] for f in body["failures"]] == [e["file"] for e in manifest["errors"]] == ["empty.txt"]
+
+
+@pytest.mark.parametrize(
+    ("summary", "always", "sent", "status"),
+    [
+        ({"failed": 0}, False, False, "ok"),
+        ({"failed": 0}, True, True, "ok"),
+        ({"failed": 2}, False, True, "failed"),
+        ({"aborted": "OutOfCredits: 402"}, False, True, "aborted"),
+        ({"interrupted": True}, False, True, "interrupted"),
+    ],
+)
+def test_when_a_summary_is_sent(summary: dict, always: bool, sent: bool, status: str) -> None:
+    from voxflow.notify import payload, should_notify
+
+    assert should_notify(summary, always) is sent
+    assert payload("transcribe", summary)["status"] == status

@@ -24,14 +24,15 @@ def safe_url(url: str) -> str:
 
 
 def should_notify(summary: dict[str, Any], always: bool) -> bool:
-    """Every run with ``always``; otherwise runs with failures or aborted."""
-    return always or bool(summary.get("failed")) or bool(summary.get("aborted"))
+    """Every run with ``always``; otherwise runs with failures, aborted or interrupted."""
+    return always or any(bool(summary.get(k)) for k in ("failed", "aborted", "interrupted"))
 
 
 def payload(command: Command, summary: dict[str, Any]) -> dict[str, Any]:
     """The JSON sent: run id, counts, failures, cost, manifest path and a one-paragraph ``text``."""
     failures = list(summary.get("failures") or [])
-    status = "aborted" if summary.get("aborted") else ("failed" if summary.get("failed") else "ok")
+    status = "aborted" if summary.get("aborted") else "interrupted" if summary.get("interrupted") else None
+    status = status or ("failed" if summary.get("failed") else "ok")
     counts = {k: summary.get(k, 0) for k in ("done", "failed", "skipped", "restored") if k in summary}
     counts["known_failures"] = len(summary.get("known_failures") or [])
     return {
