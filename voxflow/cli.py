@@ -676,6 +676,53 @@ def emulator(
     serve(port=port, faults=faults, latency_ms=latency_ms, keys=key or ["sk-or-emulator"])
 
 
+@app.command()
+@guarded
+def search(
+    query: Annotated[str, typer.Argument(help='Words, or "an exact phrase" (ranked first).')],
+    out: OutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list of hits (for scripts).")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Most hits shown.")] = 20,
+) -> None:
+    """Find the moments transcripts say QUERY: recording, time (mm:ss) and line, best first."""
+    import json
+
+    from voxflow.review.search import search as find
+
+    hits = find(_settings(out=out).out, query, limit)
+    if as_json:
+        print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False))
+        return
+    table = Table("recording", "time", "line")
+    for hit in hits:
+        table.add_row(hit.rel_path, hit.time, hit.snippet)
+    out_console.print(table if hits else f"no transcript matches {query!r}", markup=False, highlight=False)
+
+
+@app.command()
+@guarded
+def serve(
+    out: Annotated[str, typer.Argument(help="The output folder of a transcribe run.")],
+    host: Annotated[str, typer.Option(help="Listen address (non-loopback needs --token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(envvar="VOXFLOW_SERVE_TOKEN", help="Required on every request (?token= once).")
+    ] = None,
+) -> None:
+    """Browse runs, recordings and transcripts in a browser; play any moment (read-only)."""
+    import uvicorn
+
+    from voxflow.review.app import create_app
+    from voxflow.review.search import local_root
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise ConfigError(f"--host {host} exposes the archive beyond this machine: add --token SECRET")
+    app_ = create_app(local_root(out), token=token)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    console.print(f"serving {out} on http://{shown}:{port}/" + (" (token required: ?token=…)" if token else ""))
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def _logging() -> None:
     """voxflow's own log lines (retries, skipped work) to stderr; VOXFLOW_LOG_LEVEL sets the level."""
     import logging

@@ -1,0 +1,286 @@
+"""``voxflow serve``: a read-only review site over one output folder (Starlette, Jinja2).
+
+Safe by default:
+- only GET/HEAD; it serves the output tree (no hidden parts, no symlinks, nothing outside it)
+  and, by recording id, the media files the catalog names; anything else is 404;
+- with a token every request must carry it (``?token=`` once, then a cookie; or the
+  ``Authorization: Bearer`` header); without one only loopback hosts are allowed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import duckdb
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from voxflow.review.search import SearchIndex, mmss
+
+PAGE_SIZE = 100
+COOKIE = "voxflow_token"
+SortKey = Literal["rel_path", "status", "language", "duration_s", "finished_at", "cost_usd"]
+SORTS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
+MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8"}
+
+_LATEST = """
+select * exclude (rn) from (
+    select *, row_number() over (partition by recording_id order by finished_at desc nulls last, run_id desc) rn
+    from read_parquet(?, union_by_name = true)) where rn = 1
+"""
+
+
+class Catalog:
+    """DuckDB queries over the Parquet catalog of ``root`` (read-only, thread-safe)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = duckdb.connect()
+        self._lock = threading.Lock()
+
+    def _glob(self, table: str) -> str | None:
+        folder = self.root / "catalog" / table
+        return str(folder / "*.parquet") if any(folder.glob("*.parquet")) else None
+
+    def query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.db.cursor()
+        result = cursor.execute(sql, params)
+        names = [d[0] for d in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+    def recordings(self, status: str, language: str, sort: str, desc: bool, page: int) -> tuple[list[dict], int]:
+        glob = self._glob("transcripts")
+        if glob is None:
+            return [], 0
+        where, params = ["true"], [glob]
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if language:
+            where.append("language = ?")
+            params.append(language)
+        base = f"from ({_LATEST}) where {' and '.join(where)}"
+        total = self.query(f"select count(*) n {base}", params)[0]["n"]
+        order = f"{sort} {'desc' if desc else 'asc'} nulls last, rel_path"
+        rows = self.query(
+            f"select recording_id, rel_path, status, language, duration_s, cost_usd, finished_at, error_kind, "
+            f"error_message {base} order by {order} limit {PAGE_SIZE} offset ?",
+            [*params, page * PAGE_SIZE],
+        )
+        return rows, total
+
+    def facets(self) -> dict[str, list[str]]:
+        glob = self._glob("transcripts")
+        if glob is None:
+            return {"status": [], "language": []}
+        rows = self.query(f"select distinct status, language from ({_LATEST})", [glob])
+        return {k: sorted({r[k] for r in rows if r[k]}) for k in ("status", "language")}
+
+    def recording(self, recording_id: str) -> dict[str, Any] | None:
+        glob = self._glob("transcripts")
+        if glob is None:
+            return None
+        rows = self.query(f"select * from ({_LATEST}) where recording_id = ?", [glob, recording_id])
+        done = self.query(
+            "select * from read_parquet(?, union_by_name = true) where recording_id = ? and status = 'done' "
+            "order by finished_at desc nulls last, run_id desc limit 1",
+            [glob, recording_id],
+        )
+        if not rows:
+            return None
+        return {"latest": rows[0], "done": done[0] if done else None}
+
+    def segments(self, done: dict[str, Any]) -> list[dict[str, Any]]:
+        part = self.root / "catalog" / "segments" / Path(done.get("segments_part") or "").name
+        if not part.is_file():
+            return []
+        return self.query(
+            "select seq, start_ms, end_ms, text, speaker from read_parquet(?) "
+            "where recording_id = ? and run_id = ? order by seq",
+            [str(part), done["recording_id"], done["run_id"]],
+        )
+
+
+def safe_file(root: Path, rel: str) -> Path | None:
+    """``root/rel`` when it is a regular file inside ``root`` reached without symlinks, ``..``,
+    absolute parts or hidden names; else None."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
+        return None
+    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return None
+    base = root.resolve()
+    path = base.joinpath(*parts)
+    try:
+        if path.resolve(strict=True) != path or not path.is_file():
+            return None
+    except (OSError, RuntimeError):
+        return None
+    for parent in [path, *path.parents]:
+        if parent == base:
+            return path
+        if parent.is_symlink():
+            return None
+    return None
+
+
+def out_rel(root: Path, uri: str) -> str | None:
+    """The path of output ``uri`` relative to ``root``, if it lies inside it."""
+    try:
+        return Path(uri.removeprefix("file://")).resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+
+
+class TokenGate(BaseHTTPMiddleware):
+    """Every request carries the token: ``?token=`` (then a cookie), a cookie, or a Bearer header."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.token = token
+
+    def _ok(self, value: str | None) -> bool:
+        return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
+
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        header = request.headers.get("authorization", "")
+        if self._ok(request.query_params.get("token")):
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            return response
+        if self._ok(request.cookies.get(COOKIE)) or self._ok(header.removeprefix("Bearer ")):
+            return await call_next(request)
+        return PlainTextResponse("401: a token is needed (?token=…, or Authorization: Bearer …)", status_code=401)
+
+
+def create_app(root: Path, token: str | None = None) -> Starlette:
+    """The review site of output folder ``root``."""
+    root = root.resolve()
+    catalog = Catalog(root)
+    index_lock = threading.Lock()
+    env = Environment(loader=PackageLoader("voxflow.review", "templates"), autoescape=select_autoescape())
+    env.filters["mmss"] = mmss
+
+    def render(name: str, **context: Any) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**context))
+
+    async def runs(request: Request) -> Response:
+        return render("runs.html", runs=_runs(root))
+
+    def recordings(request: Request) -> Response:
+        q = request.query_params
+        sort = q.get("sort") if q.get("sort") in SORTS else "rel_path"
+        desc = q.get("dir") == "desc"
+        page = max(0, _int(q.get("page"), 0))
+        status, language = q.get("status", ""), q.get("language", "")
+        rows, total = catalog.recordings(status, language, sort, desc, page)
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        link = {"status": status, "language": language, "sort": sort, "dir": "desc" if desc else "asc"}
+        return render("recordings.html", rows=rows, total=total, page=page, pages=pages, link=link,
+                      facets=catalog.facets(), urlencode=urlencode)  # fmt: skip
+
+    def recording(request: Request) -> Response:
+        found = catalog.recording(request.path_params["recording_id"])
+        if found is None:
+            return PlainTextResponse("404: no such recording", status_code=404)
+        latest, done = found["latest"], found["done"]
+        sidecars = [r for r in (out_rel(root, u) for u in (done or latest).get("outputs") or []) if r]
+        vtt = next((s for s in sidecars if s.endswith(".vtt")), None)
+        qa = {k: v for k, v in (done or latest).items() if k.startswith("qa_")}
+        start = max(0.0, _float(request.query_params.get("t"), 0.0))
+        media = _media_path(done or latest)
+        is_video = media is not None and media.suffix.lower() in (".mp4", ".mkv", ".webm", ".mov", ".m4v")
+        return render("recording.html", rec=latest, done=done, segments=catalog.segments(done) if done else [],
+                      sidecars=sidecars, vtt=vtt, qa=qa, start=start, has_media=media is not None,
+                      is_video=is_video)  # fmt: skip
+
+    def search_page(request: Request) -> Response:
+        query = request.query_params.get("q", "").strip()
+        hits = []
+        if query:
+            with index_lock:
+                index = SearchIndex(root)
+                try:
+                    index.refresh()
+                    hits = index.search(query, limit=min(100, max(1, _int(request.query_params.get("limit"), 20))))
+                finally:
+                    index.close()
+        if request.query_params.get("format") == "json":
+            return Response(json.dumps([h.as_dict() for h in hits]), media_type="application/json")
+        return render("search.html", q=query, hits=hits)
+
+    def media(request: Request) -> Response:
+        found = catalog.recording(request.path_params["recording_id"])
+        path = _media_path(found["done"] or found["latest"]) if found else None
+        if path is None:
+            return PlainTextResponse("404: no media for this recording", status_code=404)
+        return FileResponse(path)
+
+    def out_file(request: Request) -> Response:
+        path = safe_file(root, request.path_params["path"])
+        if path is None or path.relative_to(root).parts[0] == "catalog":
+            return PlainTextResponse("404: not found", status_code=404)
+        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower()))
+
+    routes = [
+        Route("/", runs),
+        Route("/recordings", recordings),
+        Route("/recording/{recording_id}", recording),
+        Route("/media/{recording_id}", media),
+        Route("/file/{path:path}", out_file),
+        Route("/search", search_page),
+        Mount("/static", StaticFiles(packages=[("voxflow.review", "static")]), name="static"),
+    ]
+    middleware = [Middleware(TokenGate, token=token)] if token else []
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _media_path(row: dict[str, Any]) -> Path | None:
+    """The local media file a catalog row names (by its source), if it is still there."""
+    uri = row.get("source_uri") or ""
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    path = Path(uri.removeprefix("file://"))
+    return path if path.is_absolute() and path.is_file() else None
+
+
+def _runs(root: Path) -> list[dict[str, Any]]:
+    runs = []
+    for path in sorted((root / "runs").glob("*.json"), reverse=True):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        started, finished = data.get("started_at") or 0, data.get("finished_at") or 0
+        data["duration_s"] = round(finished - started, 1) if finished and started else None
+        runs.append(data)
+    return runs
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        number = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return number if math.isfinite(number) else default
