@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,8 +105,7 @@ class SearchIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / ".voxflow").mkdir(exist_ok=True)
-        self.db = duckdb.connect(str(root / INDEX_FILE))
+        self.db = _connect(root / INDEX_FILE)
         self.db.execute(_SCHEMA)
 
     def close(self) -> None:
@@ -188,6 +188,26 @@ class SearchIndex:
             "(select doc_id, unnest(words) as term from fresh) group by term, doc_id"
         )
         self.db.execute("drop table fresh")
+
+
+def _connect(path: Path, attempts: int = 100) -> duckdb.DuckDBPyConnection:
+    """The index database at ``path``; while another process holds it, wait (up to ≈ 10 s); if it
+    cannot be written at all (read-only output folder), an in-memory index built afresh."""
+    for _ in range(attempts):
+        try:
+            path.parent.mkdir(exist_ok=True)
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                log.warning("search index %s cannot be used (%s); indexing in memory", path, exc)
+                break
+            time.sleep(0.1)
+        except OSError as exc:
+            log.warning("search index %s cannot be written (%s); indexing in memory", path, exc.strerror or exc)
+            break
+    else:
+        raise ConfigError(f"the search index {path} is held by another process: try again when it is done")
+    return duckdb.connect()
 
 
 def _snippet(text: str, width: int = 200) -> str:

@@ -1,0 +1,68 @@
+"""A small real archive for the search and review tests: sample clips transcribed offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from tests.conftest import SAMPLES, reference_texts
+from voxflow.settings import load_settings
+from voxflow.transcription import plan_run, run_inline
+
+CLIPS = ("jfk.flac", "beckett.wav", "spk1_snt3.wav")
+
+
+@dataclass
+class Archive:
+    src: Path
+    out: Path
+    ids: dict[str, str]  # rel_path → recording_id (read back with DuckDB)
+    references: dict[str, str]
+
+
+def transcribe(src: Path, out: Path) -> None:
+    """One offline run of the embedded engine over ``src`` into ``out``."""
+    summary = run_inline(plan_run(str(src), load_settings(out=str(out), settle_seconds=0)))
+    assert summary.exit_code == 0, summary
+
+
+def build(root: Path, clips: tuple[str, ...] = CLIPS) -> Archive:
+    os.environ.setdefault("VOXFLOW_STATE_DIR", str(root / "state"))
+    src, out = root / "src", root / "out"
+    src.mkdir(parents=True)
+    for name in clips:
+        shutil.copy(SAMPLES / name, src / name)
+    transcribe(src, out)
+    rows = duckdb.sql(
+        f"select rel_path, recording_id from read_parquet('{out}/catalog/transcripts/*.parquet') where status = 'done'"
+    ).fetchall()
+    return Archive(src, out, dict(rows), reference_texts())
+
+
+def duration_ms(path: Path) -> float:
+    """The media's duration by ffprobe (an oracle independent of voxflow)."""
+    info = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(json.loads(info.stdout)["format"]["duration"]) * 1000
+
+
+def word_time_ms(out: Path, recording_id: str, word: str) -> list[int]:
+    """Start times of ``word`` in the catalog's words table (not the search index)."""
+    return [
+        r[0]
+        for r in duckdb.execute(
+            f"select start_ms from read_parquet('{out}/catalog/words/*.parquet') "
+            "where recording_id = ? and regexp_replace(lower(word), '[^a-z]', '', 'g') = ?",
+            [recording_id, word],
+        ).fetchall()
+    ]

@@ -1,0 +1,253 @@
+"""``voxflow serve`` over real HTTP on 127.0.0.1: search, byte ranges, no traversal, token, browser."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import webvtt
+
+from tests.conftest import ROOT
+from tests.review_archive import Archive, build, duration_ms
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    archive = build(tmp_path_factory.mktemp("review"))
+    (archive.out / "secret-link.txt").symlink_to("/etc/passwd")  # symlinks out of the tree
+    (archive.out / "inner-link.vtt").symlink_to(archive.out / "jfk.en.vtt")  # and inside it
+    (archive.out / "sub").mkdir()
+    (archive.out / "sub" / "up").symlink_to(archive.out.parent)  # a folder link upwards
+    return archive
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(out: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "voxflow.cli", "serve", str(out), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, base
+        except OSError as exc:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server exited") from exc
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(archive: Archive) -> Iterator[str]:
+    proc, base = start_server(archive.out)
+    yield base
+    stop(proc)
+
+
+def raw_get(base: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET ``path`` byte for byte (http.client does not normalise ``..`` or re-encode)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    status, body = response.status, response.read()
+    conn.close()
+    return status, body
+
+
+def test_search_over_http_links_to_the_moment(archive: Archive, server: str) -> None:
+    found = httpx.get(f"{server}/search", params={"q": '"fail better"', "format": "json"}).json()
+    assert found[0]["rel_path"] == "beckett.wav"
+    assert 0 <= found[0]["start_ms"] < duration_ms(archive.src / "beckett.wav")
+    page = httpx.get(f"{server}/search", params={"q": '"ask what you can do"'}).text
+    first_link = page.split('class="hit"><a href="', 1)[1].split('"', 1)[0]
+    recording_id, t = first_link.removeprefix("/recording/").split("?t=")
+    assert recording_id == archive.ids["jfk.flac"] and 3 < float(t) < duration_ms(archive.src / "jfk.flac") / 1000
+    assert httpx.get(server + first_link).status_code == 200
+
+
+def test_pages_render(archive: Archive, server: str) -> None:
+    runs = httpx.get(server + "/")
+    assert runs.status_code == 200 and next((archive.out / "runs").glob("*.json")).stem in runs.text
+    listing = httpx.get(f"{server}/recordings", params={"status": "done", "sort": "duration_s", "dir": "desc"})
+    assert listing.status_code == 200
+    shown = [name for name in ("jfk.flac", "beckett.wav", "spk1_snt3.wav") if name in listing.text]
+    by_length = sorted(shown, key=lambda n: -duration_ms(archive.src / n))
+    assert sorted(shown, key=listing.text.index) == by_length  # sorted by duration, longest first
+    empty = httpx.get(f"{server}/recordings", params={"status": "failed"})
+    assert "jfk.flac" not in empty.text
+    page = httpx.get(f"{server}/recording/{archive.ids['jfk.flac']}").text
+    assert f'src="/media/{archive.ids["jfk.flac"]}"' in page and 'src="/file/jfk.en.vtt"' in page
+    assert "qa_speech_s" in page and 'href="/file/jfk.en.srt"' in page
+
+
+def test_vtt_track_parses(archive: Archive, server: str) -> None:
+    body = httpx.get(f"{server}/file/jfk.en.vtt")
+    assert body.headers["content-type"].startswith("text/vtt")
+    cues = webvtt.from_buffer(io.StringIO(body.text))
+    assert "country" in " ".join(c.text for c in cues).lower()
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [("bytes=100-1099", 100, 1099), ("bytes=-500", None, None), ("bytes=4000-", 4000, None), ("bytes=0-0", 0, 0)],
+)
+def test_media_byte_ranges(archive: Archive, server: str, header: str, start: int | None, end: int | None) -> None:
+    data = (archive.src / "jfk.flac").read_bytes()
+    size = len(data)
+    if start is None:
+        start, end = size - 500, size - 1
+    end = size - 1 if end is None else end
+    response = httpx.get(f"{server}/media/{archive.ids['jfk.flac']}", headers={"Range": header})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {start}-{end}/{size}"
+    assert response.content == data[start : end + 1]
+    whole = httpx.get(f"{server}/media/{archive.ids['jfk.flac']}")
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+
+
+def test_unsatisfiable_range_is_416(archive: Archive, server: str) -> None:
+    size = (archive.src / "jfk.flac").stat().st_size
+    response = httpx.get(f"{server}/media/{archive.ids['jfk.flac']}", headers={"Range": f"bytes={size + 10}-"})
+    assert response.status_code == 416
+
+
+TRAVERSALS = [
+    "/file/../../../../etc/passwd",
+    "/file/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/file/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/file/%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+    "/file/%25252e%25252e/etc/passwd",
+    "/file//etc/passwd",
+    "/file/%2fetc%2fpasswd",
+    "/file/..%5c..%5cetc%5cpasswd",
+    "/file/jfk.en.vtt%00.txt",
+    "/file/secret-link.txt",
+    "/file/inner-link.vtt",
+    "/file/sub/up/src/jfk.flac",
+    "/file/.voxflow/search.duckdb",
+    "/file/catalog/transcripts",
+    "/file/runs",
+    "/media/..%2f..%2fetc%2fpasswd",
+    "/media/" + quote("/etc/passwd", safe=""),
+    "/media/0000",
+    "/static/..%2f..%2fapp.py",
+    "/static/../app.py",
+    "/static/%2e%2e/search.py",
+    "/recording/..%2f..%2fetc%2fpasswd",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_and_unlisted_files_are_404(server: str, path: str) -> None:
+    status, body = raw_get(server, path)
+    assert status == 404, (path, status)
+    assert b"root:" not in body and b"PAR1" not in body
+
+
+def test_read_only(server: str) -> None:
+    for method in ("POST", "PUT", "DELETE"):
+        assert httpx.request(method, f"{server}/file/jfk.en.vtt").status_code == 405
+
+
+def test_token_on_every_request(archive: Archive) -> None:
+    proc, base = start_server(archive.out, "--token", "s3cret-token")
+    try:
+        media = f"/media/{archive.ids['jfk.flac']}"
+        for path in ("/", "/recordings", "/search?q=country", media, "/file/jfk.en.vtt", "/static/app.js"):
+            assert httpx.get(base + path).status_code == 401, path
+            assert httpx.get(base + path, params={"token": "wrong"}).status_code == 401, path
+            assert httpx.get(base + path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+        assert httpx.get(base + "/", cookies={"voxflow_token": "nope"}).status_code == 401
+        with httpx.Client(base_url=base, follow_redirects=True) as client:  # ?token= once, then the cookie
+            first = client.get("/recordings", params={"token": "s3cret-token", "status": "done"})
+            assert first.status_code == 200 and "token" not in str(first.url) and "status=done" in str(first.url)
+            assert client.get(media, headers={"Range": "bytes=0-9"}).status_code == 206
+    finally:
+        stop(proc)
+
+
+def test_public_host_needs_a_token(archive: Archive) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voxflow.cli", "serve", str(archive.out), "--host", "0.0.0.0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_folder_without_catalog(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voxflow.cli", "serve", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "catalog" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing: apt-get install chromium (./dev test)")
+def test_in_a_browser(archive: Archive, server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"pageerror {exc}"))
+        page.on("console", lambda msg: errors.append(f"console {msg.text}") if msg.type == "error" else None)
+        for path in ("/", "/recordings", "/recordings?sort=language&dir=desc", f"/recording/{archive.ids['jfk.flac']}"):
+            assert page.goto(server + path).status == 200
+        assert errors == [], errors
+
+        # clicking a transcript line seeks the player there and highlights it
+        cue = page.locator(".cue").nth(1)
+        start = float(cue.get_attribute("data-start"))
+        assert start > 1
+        page.wait_for_function("document.getElementById('player').readyState >= 1")
+        cue.click()
+        page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {start}) < 1.5")
+        page.wait_for_selector(".cue.current")
+
+        # a search from the navigation bar, then its first hit opens the recording at that moment
+        page.fill("nav input[name=q]", '"ask what you can do"')
+        page.click("nav button")
+        page.wait_for_url("**/search?q=*")
+        hit = page.locator(".hit a").first
+        assert "jfk.flac" in hit.inner_text()
+        hit.click()
+        page.wait_for_url(f"**/recording/{archive.ids['jfk.flac']}?t=*")
+        t = float(page.url.split("?t=")[1])
+        assert t > 1
+        page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {t}) < 0.5")
+        assert errors == [], errors
+        browser.close()
+    assert json.dumps(errors) == "[]"
