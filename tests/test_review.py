@@ -251,3 +251,60 @@ def test_in_a_browser(archive: Archive, server: str) -> None:
         assert errors == [], errors
         browser.close()
     assert json.dumps(errors) == "[]"
+
+
+def test_concurrent_searches_over_http_and_the_terminal(archive: Archive, server: str, tmp_path: Path) -> None:
+    """Many HTTP searches in threads while `voxflow search` opens the same index: all answer right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = {'"fail better"': "beckett.wav", '"the air is pure"': "spk1_snt3.wav", '"ask not"': "jfk.flac"}
+
+    def http_search(i: int) -> str:
+        query = list(queries)[i % len(queries)]
+        found = httpx.get(f"{server}/search", params={"q": query, "format": "json"}, timeout=60).json()
+        return "ok" if found and found[0]["rel_path"] == queries[query] else f"{query}: {found[:1]}"
+
+    def cli_search(i: int) -> str:
+        query = list(queries)[i % len(queries)]
+        result = subprocess.run(
+            [sys.executable, "-m", "voxflow.cli", "search", query, "--json", "--out", str(archive.out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        found = json.loads(result.stdout or "[]")
+        return "ok" if found and found[0]["rel_path"] == queries[query] else f"{query}: {result.stderr}"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(http_search, range(60))) + list(pool.map(cli_search, range(4)))
+    with ThreadPoolExecutor(8) as pool:
+        mixed = [pool.submit(cli_search if i % 10 == 0 else http_search, i) for i in range(60)]
+        answers += [f.result() for f in mixed]
+    assert set(answers) == {"ok"}, [a for a in answers if a != "ok"]
+
+
+def test_read_only_output_folder_still_searches(archive: Archive, tmp_path: Path) -> None:
+    """A folder the user cannot write: the index is built in memory (run without root's powers)."""
+    import shutil
+
+    from tests.conftest import unprivileged
+
+    out = tmp_path / "ro"
+    shutil.copytree(archive.out, out, ignore=shutil.ignore_patterns(".voxflow", "sub", "*-link*"))
+    for path in [out, *out.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        result = subprocess.run(
+            unprivileged([sys.executable, "-m", "voxflow.cli", "search", '"fail better"', "--json", "--out", str(out)]),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for path in [out, *out.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["rel_path"] == "beckett.wav"
+    assert not (out / ".voxflow").exists()
