@@ -26,19 +26,22 @@ class Archive:
     references: dict[str, str]
 
 
-def transcribe(src: Path, out: Path) -> None:
+def transcribe(src: Path, out: Path, failures: int = 0) -> None:
     """One offline run of the embedded engine over ``src`` into ``out``."""
     summary = run_inline(plan_run(str(src), load_settings(out=str(out), settle_seconds=0)))
-    assert summary.exit_code == 0, summary
+    assert summary.failed == failures and summary.exit_code == (1 if failures else 0), summary
 
 
-def build(root: Path, clips: tuple[str, ...] = CLIPS) -> Archive:
+def build(root: Path, clips: tuple[str, ...] = CLIPS, broken: tuple[str, ...] = ()) -> Archive:
+    """``clips`` transcribed; ``broken`` are files of noise bytes named like media (they fail)."""
     os.environ.setdefault("VOXFLOW_STATE_DIR", str(root / "state"))
     src, out = root / "src", root / "out"
     src.mkdir(parents=True)
     for name in clips:
         shutil.copy(SAMPLES / name, src / name)
-    transcribe(src, out)
+    for name in broken:
+        (src / name).write_bytes(os.urandom(4096))
+    transcribe(src, out, failures=len(broken))
     rows = duckdb.sql(
         f"select rel_path, recording_id from read_parquet('{out}/catalog/transcripts/*.parquet') where status = 'done'"
     ).fetchall()

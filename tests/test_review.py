@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
-    archive = build(tmp_path_factory.mktemp("review"))
+    archive = build(tmp_path_factory.mktemp("review"), broken=("broken.wav",))
     (archive.out / "secret-link.txt").symlink_to("/etc/passwd")  # symlinks out of the tree
     (archive.out / "inner-link.vtt").symlink_to(archive.out / "jfk.en.vtt")  # and inside it
     (archive.out / "sub").mkdir()
@@ -110,6 +110,19 @@ def test_pages_render(archive: Archive, server: str) -> None:
     assert "qa_speech_s" in page and 'href="/file/jfk.en.srt"' in page
 
 
+def test_failures_are_shown_with_their_reasons(archive: Archive, server: str) -> None:
+    manifest = json.loads(next((archive.out / "runs").glob("*.json")).read_text())
+    counts = manifest["counts"]
+    assert counts["done"] == 3 and counts["failed"] == 1
+    [error] = manifest["errors"]
+    runs = httpx.get(server + "/").text
+    failure = runs.split('class="failure">', 1)[1].split("</tr>", 1)[0]
+    assert "broken.wav" in failure and error["kind"] in failure
+    failed = httpx.get(f"{server}/recordings", params={"status": "failed"}).text
+    assert "broken.wav" in failed and "jfk.flac" not in failed and error["kind"] in failed
+    assert "beckett.wav" not in failed
+
+
 def test_vtt_track_parses(archive: Archive, server: str) -> None:
     body = httpx.get(f"{server}/file/jfk.en.vtt")
     assert body.headers["content-type"].startswith("text/vtt")
@@ -177,6 +190,12 @@ def test_traversal_and_unlisted_files_are_404(server: str, path: str) -> None:
 def test_read_only(server: str) -> None:
     for method in ("POST", "PUT", "DELETE"):
         assert httpx.request(method, f"{server}/file/jfk.en.vtt").status_code == 405
+
+
+def test_only_loopback_names_without_a_token(archive: Archive, server: str) -> None:
+    """A page on another site whose name was rebound to 127.0.0.1 gets nothing."""
+    assert raw_get(server, "/recordings", {"Host": "evil.example"})[0] == 400
+    assert raw_get(server, "/recordings", {"Host": "localhost:1234"})[0] == 200
 
 
 def test_token_on_every_request(archive: Archive) -> None:

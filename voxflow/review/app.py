@@ -4,7 +4,8 @@ Safe by default:
 - only GET/HEAD; it serves the output tree (no hidden parts, no symlinks, nothing outside it)
   and, by recording id, the media files the catalog names; anything else is 404;
 - with a token every request must carry it (``?token=`` once, then a cookie; or the
-  ``Authorization: Bearer`` header); without one only loopback hosts are allowed.
+  ``Authorization: Bearer`` header); without one it listens on loopback only and answers only
+  requests addressed to a loopback name (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -31,6 +33,7 @@ from voxflow.review.search import SearchIndex, mmss
 
 PAGE_SIZE = 100
 COOKIE = "voxflow_token"
+LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 SortKey = Literal["rel_path", "status", "language", "duration_s", "finished_at", "cost_usd"]
 SORTS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
 MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8"}
@@ -245,7 +248,10 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         Route("/search", search_page),
         Mount("/static", StaticFiles(packages=[("voxflow.review", "static")]), name="static"),
     ]
-    middleware = [Middleware(TokenGate, token=token)] if token else []
+    # without a token only loopback names are answered: a rebound DNS name cannot reach the archive
+    middleware = (
+        [Middleware(TokenGate, token=token)] if token else [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK)]
+    )
     return Starlette(routes=routes, middleware=middleware)
 
 
