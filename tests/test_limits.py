@@ -385,6 +385,26 @@ def test_a_late_429_from_a_request_sent_before_the_cut_does_not_halve_again() ->
 # --- the budget reserves before sending (regressions for 80036fe) ----------------------
 
 
+def test_a_budget_reached_with_nothing_in_flight_refuses_whatever_the_float_residue() -> None:
+    """Estimates whose sum does not cancel exactly in binary floating point (0.1 + 0.2 - 0.1
+    - 0.2 != 0) must not leave a phantom reservation that makes later requests wait forever."""
+
+    async def scenario() -> str:
+        budget = Budget(0.35)
+        async with budget.reserve(0.1) as a, budget.reserve(0.2) as b:
+            a.settle(0.1)
+            b.settle(0.2)
+        try:
+            async with asyncio.timeout(2), budget.reserve(0.1):
+                return "reserved past the cap"
+        except BudgetExceeded:
+            return "refused"
+        except TimeoutError:
+            return "waited forever for a request that is not in flight"
+
+    assert asyncio.run(scenario()) == "refused"
+
+
 def test_a_reservation_holds_its_estimate_until_it_settles_or_fails() -> None:
     budget = Budget(1.0)
 

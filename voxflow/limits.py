@@ -215,6 +215,7 @@ class Budget:
         self.poll_s = poll_s
         self._spent = 0.0
         self._reserved = 0.0
+        self._holders = 0  # reservations not yet settled (a float sum never reliably returns to 0)
         self._lock = threading.Lock()
 
     @property
@@ -249,15 +250,17 @@ class Budget:
         """Under the lock: reserve (True), wait for the requests in flight (False), or refuse."""
         with self._lock:
             if self.limit_usd is not None and self._spent + self._reserved + estimate > self.limit_usd:
-                if self._reserved > 0:
+                if self._holders:
                     return False
                 self._refuse_past_cap(estimate)
             self._reserved += estimate
+            self._holders += 1
             return True
 
     def _settle(self, estimate: float, cost_usd: float | None) -> None:
         with self._lock:
-            self._reserved = max(0.0, self._reserved - estimate)
+            self._holders -= 1
+            self._reserved = max(0.0, self._reserved - estimate) if self._holders else 0.0
             if cost_usd is not None:
                 self._spent += cost_usd
 
