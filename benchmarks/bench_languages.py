@@ -1,0 +1,153 @@
+"""Offline languages benchmark: `uv run python benchmarks/bench_languages.py`.
+
+Prints, measured side by side in one run on the same 16 kHz audio:
+  1. word error rate per English clip and real-time factor for local/tiny.en, local/base and
+     local/auto through voxflow's engine, and bare faster-whisper running the same model files
+     (int8, 2 threads, VAD, beam 5, language left to Whisper);
+  2. on real speech that switches language (sample multilingual.mp3: English then German, and
+     the same halves swapped): the seconds of text per detected language, voxflow local/auto
+     against bare faster-whisper with base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data" / "recordings"
+sys.path.insert(0, str(ROOT))
+MODELS = ("local/tiny.en", "local/base", "local/auto")
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def to_wav(source: Path, wav: Path, audio_filter: str | None = None) -> None:
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(source), "-ac", "1", "-ar", "16000"]
+    subprocess.run([*cmd, *(["-af", audio_filter] if audio_filter else []), str(wav)], check=True)
+
+
+def read_samples(wav: Path):
+    from faster_whisper import decode_audio
+
+    return decode_audio(str(wav), sampling_rate=16_000)
+
+
+def voxflow_transcript(model: str, samples):
+    from voxflow.engines.base import TranscribeOptions
+    from voxflow.engines.local import LocalTranscriber
+    from voxflow.models import AudioChunk
+
+    pcm = (samples * 32767).astype("<i2").tobytes()
+    engine = LocalTranscriber.shared(model, threads=2)
+    chunk = AudioChunk(0, 0, round(len(samples) / 16), pcm, "pcm")
+    return asyncio.run(engine.transcribe(chunk, TranscribeOptions(model)))
+
+
+def bare_segments(model: str, samples) -> tuple[list, str]:
+    from faster_whisper import WhisperModel
+
+    from voxflow.engines.local import resolve_stt_model
+
+    whisper = bare_model(model, WhisperModel, resolve_stt_model)
+    segments, info = whisper.transcribe(samples, vad_filter=True, beam_size=5)
+    return list(segments), info.language
+
+
+_BARE: dict[str, object] = {}
+
+
+def bare_model(model, whisper_model, resolve):
+    if model not in _BARE:
+        _BARE[model] = whisper_model(resolve(model), device="cpu", compute_type="int8", cpu_threads=2)
+    return _BARE[model]
+
+
+def bench_english(tmp: Path) -> None:
+    import jiwer
+
+    refs = {k: v for k, v in json.loads((SAMPLES / "transcripts.json").read_text()).items() if v["text"]}
+    clips = {}
+    for name in refs:
+        to_wav(SAMPLES / name, tmp / f"{name}.wav")
+        clips[name] = read_samples(tmp / f"{name}.wav")
+    for model in MODELS:  # load once, outside the timings
+        voxflow_transcript(model, clips["jfk.flac"])
+        bare_segments(model.replace("auto", "base"), clips["jfk.flac"])
+    print("1. English clips: WER (voxflow | bare faster-whisper), RTF of each")
+    print(f"{'clip':<16}" + "".join(f"{m.removeprefix('local/'):>22}" for m in MODELS))
+    totals: dict[str, list[float]] = {m: [0.0, 0.0, 0.0, 0.0] for m in MODELS}  # wer v, wer b, time v, time b
+    audio_s = 0.0
+    for name, samples in clips.items():
+        audio_s += len(samples) / 16_000
+        row = f"{name:<16}"
+        for model in MODELS:
+            t0 = time.perf_counter()
+            ours = voxflow_transcript(model, samples).text
+            t1 = time.perf_counter()
+            theirs = " ".join(s.text for s in bare_segments(model.replace("auto", "base"), samples)[0])
+            t2 = time.perf_counter()
+            wv, wb = (
+                jiwer.wer(words(refs[name]["text"]), words(ours)),
+                jiwer.wer(words(refs[name]["text"]), words(theirs)),
+            )
+            totals[model] = [a + b for a, b in zip(totals[model], (wv, wb, t1 - t0, t2 - t1), strict=True)]
+            row += f"{wv:>11.3f} | {wb:<8.3f}"
+        print(row)
+    n = len(clips)
+    print(f"{'mean WER':<16}" + "".join(f"{t[0] / n:>11.3f} | {t[1] / n:<8.3f}" for t in totals.values()))
+    print(f"{'RTF':<16}" + "".join(f"{t[2] / audio_s:>11.3f} | {t[3] / audio_s:<8.3f}" for t in totals.values()))
+    print("(local/auto's bare column is faster-whisper with base: bare has no per-window routing)")
+
+
+def language_seconds(segments) -> Counter:
+    return Counter({k: round(v, 1) for k, v in segments.items()})
+
+
+def bench_switching(tmp: Path) -> None:
+    source = SAMPLES / "multilingual.mp3"
+    to_wav(source, tmp / "en-de.wav")
+    to_wav(
+        source,
+        tmp / "de-en.wav",
+        "asplit[a][b];[a]atrim=30,asetpts=N/SR/TB[g];[b]atrim=0:30,asetpts=N/SR/TB[e];[g][e]concat=v=0:a=1",
+    )
+    print("\n2. Language switching: seconds of text per language, and in order of time")
+    for clip in ("en-de.wav", "de-en.wav"):
+        samples = read_samples(tmp / clip)
+        t0 = time.perf_counter()
+        ours = voxflow_transcript("local/auto", samples)
+        took = time.perf_counter() - t0
+        rtf = took / (len(samples) / 16000)
+        print(f"{clip}  voxflow local/auto: {dict(ours.languages)}  p={ours.language_probability}  RTF {rtf:.3f}")
+        t0 = time.perf_counter()
+        segments, language = bare_segments("local/base", samples)
+        took = time.perf_counter() - t0
+        spoken = sum(s.end - s.start for s in segments)
+        print(
+            f"{clip}  bare faster-whisper base: {{'{language}': {spoken:.1f}}}  RTF {took / (len(samples) / 16000):.3f}"
+        )
+        last = max(s.end for s in segments) if segments else 0
+        print(
+            f"   bare: last segment ends at {last:.1f} s of {len(samples) / 16000:.1f} s; voxflow: "
+            f"{ours.segments[-1].end_ms / 1000:.1f} s"
+        )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_english(Path(tmp))
+        bench_switching(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

