@@ -136,11 +136,17 @@ def bench_switching(tmp: Path) -> None:
         print(
             f"{clip}  bare faster-whisper base: {{'{language}': {spoken:.1f}}}  RTF {took / (len(samples) / 16000):.3f}"
         )
-        last = max(s.end for s in segments) if segments else 0
-        print(
-            f"   bare: last segment ends at {last:.1f} s of {len(samples) / 16000:.1f} s; voxflow: "
-            f"{ours.segments[-1].end_ms / 1000:.1f} s"
-        )
+        ours_halves = halves([(s.start_ms / 1000, s.end_ms / 1000, s.text) for s in ours.segments])
+        bare_halves = halves([(s.start, s.end, s.text) for s in segments])
+        print(f"   language of each half's text (py3langid): voxflow {ours_halves}, bare {bare_halves}")
+
+
+def halves(segments: list[tuple[float, float, str]]) -> list[tuple[str, int]]:
+    """(language of the text by py3langid, words) for the text before and after 30 s."""
+    import py3langid
+
+    texts = [" ".join(t for a, b, t in segments if b <= 31), " ".join(t for a, b, t in segments if a >= 29)]
+    return [(py3langid.classify(t)[0] if t else "-", len(t.split())) for t in texts]
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def test_transcribe_runs_the_prefect_flow_then_noops_without_it(
     out = tmp_path / "out"
     first = runner.invoke(app, ["transcribe", str(clip_dir), "--out", str(out)])
     assert first.exit_code == 0, first.output
-    assert "embedded offline" in first.output and "local/tiny.en" in first.output
+    assert "embedded offline" in first.output and "local/auto" in first.output
     assert len(list(out.glob("*.en.srt"))) == 3
     runs = _flow_run_count()
     assert runs >= 1

