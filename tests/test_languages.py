@@ -169,3 +169,28 @@ def test_default_offline_model_keeps_both_languages(tmp_path: Path, name: str, a
         assert len(half.split()) >= 30, f"{language} half nearly empty: {half!r}"
         assert py3langid.classify(half)[0] == language, half
     assert srt_file.name.split(".")[-2] in order
+
+
+def voxflow_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    return subprocess.run(
+        ["uv", "run", "voxflow", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_translate_to_en_writes_an_english_sidecar_beside_the_original(tmp_path: Path) -> None:
+    clip = cut_clip(tmp_path, "talk.wav", "atrim=30,asetpts=N/SR/TB")  # the German half only
+    out = tmp_path / "out"
+    done = voxflow_cli("transcribe", str(clip.parent), "--out", str(out), "--formats", "srt", "--translate-to", "en")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.srt")) == ["talk.de.srt", "talk.en.srt"]
+    german = " ".join(c.content for c in srt.parse((out / "talk.de.srt").read_text(encoding="utf-8")))
+    english = " ".join(c.content for c in srt.parse((out / "talk.en.srt").read_text(encoding="utf-8")))
+    assert py3langid.classify(german)[0] == "de"
+    assert py3langid.classify(english)[0] == "en" and len(english.split()) >= 30, english
+
+
+def test_translate_to_other_than_en_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    done = voxflow_cli("transcribe", str(tmp_path), "--out", str(tmp_path / "o"), "--translate-to", "fr")
+    assert done.returncode == 2
+    assert "--translate-to" in done.stderr + done.stdout and "Traceback" not in done.stderr

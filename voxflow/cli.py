@@ -164,6 +164,10 @@ def _check_out(out: str) -> None:
 def _check_transcription(settings: Settings) -> None:
     """Refuse settings the transcription engine would ignore, before any work."""
     model = settings.transcription_model
+    if settings.translate_to and not model.startswith("local/"):
+        raise ConfigError(
+            f"--translate-to needs an offline model; {model} is not one (use --model local/auto or local/base)"
+        )
     if not model.startswith("local/"):
         return  # OpenRouter models: checked against GET /models when there is work
     if settings.diarize:
@@ -221,6 +225,10 @@ def transcribe(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another run on the same --out to finish.")] = False,
     notify: NotifyOpt = None,
     notify_always: NotifyAlwaysOpt = False,
+    translate_to: Annotated[
+        str | None,
+        typer.Option(help="en: also write <stem>.en.* translated from other languages (offline models)."),
+    ] = None,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = _settings(
@@ -240,6 +248,7 @@ def transcribe(
         shard=shard,
         overwrite=overwrite or None,
         wait=wait or None,
+        translate_to=translate_to,
     )
     raise typer.Exit(run_transcribe(source, settings, _notifier("transcribe", notify, notify_always)))
 

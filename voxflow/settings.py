@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     model: str | None = None  # None: OpenRouter default with a key, else the local engine
     voice: str | None = None
     language: str | None = None  # ISO-639-1 code; None (or "auto") = detect
+    translate_to: str | None = None  # "en": also write an English translation of other languages
     formats: tuple[str, ...] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)
     budget_usd: float | None = Field(default=None, ge=0)
@@ -85,6 +86,13 @@ class Settings(BaseSettings):
         if value is None or value.strip().lower() in ("", "auto"):
             return None
         return iso_639_1(value)
+
+    @field_validator("translate_to")
+    @classmethod
+    def _check_translate_to(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == "en":
+            return value and "en"
+        raise ValueError("must be en: Whisper translates into English only")
 
     @field_validator("shard")
     @classmethod

@@ -479,12 +479,18 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
             expected_ms=info.duration_ms,
         )
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
+        translation = _translation(prepared, transcript, ctx)
     warnings = [w for w in (prepared.decode_warning, stats.note, stats.gate_note) if w]
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
     writes = _write_outputs(rec, transcript, playable_ms, ctx)
     warnings += writes.left_alone
+    outputs = list(writes.written)
+    if translation is not None:
+        translated = _write_outputs(rec, translation, playable_ms, ctx)
+        warnings += translated.left_alone
+        outputs += translated.written
     result = RecordingResult(
         recording=rec,
         status="done",
@@ -501,7 +507,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         cost_usd=transcript.cost_usd,
         started_at=started,
         finished_at=time.time(),
-        outputs=tuple(writes.written),
+        outputs=tuple(outputs),
         warnings=tuple(warnings),
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
@@ -524,6 +530,30 @@ def _scratch_of(ctx: RunContext) -> Path:
     if ctx.scratch is None or not ctx.scratch.is_dir():
         ctx.scratch = scratch.run_scratch(ctx.out, ctx.run_id)
     return ctx.scratch
+
+
+def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunContext) -> Transcript | None:
+    """The English version --translate-to asks for, when the recording is in another language:
+    each chunk translated offline by the multilingual model (Whisper's translate task)."""
+    from voxflow.engines.local import LocalTranscriber
+    from voxflow.engines.multilingual import translate_by_language
+
+    target = ctx.settings.translate_to
+    engine = ctx.engine
+    if not target or language_code(transcript.language) == target or not transcript.segments:
+        return None
+    if not isinstance(engine, LocalTranscriber) or engine.english_only:
+        return None
+    max_ms = round(min(ctx.settings.max_chunk_s, engine.max_chunk_s) * 1000)
+    spans = media.plan_chunks(
+        prepared.duration_ms, prepared.silences, max_ms, quietest=lambda w: media.quietest_point(prepared.wav_path, w)
+    )
+    stats = ChunkStats()
+    parts = []
+    for span in (s for s in spans if not _all_silence(s, prepared.silences)):
+        part = translate_by_language(engine, media.read_pcm(prepared.wav_path, span), ctx.settings.language)
+        parts.append(_gated(_clamped(part.shifted(span.start_ms), span), stats))
+    return replace(stitch(parts, target), language=target)
 
 
 @dataclass

@@ -198,3 +198,57 @@ def _joined(parts: list[Transcript], windows: list[Window], vote: dict[str, floa
         language_probability=round(vote.get(language, 0.0), 4),
         languages=tuple((code, round(s, 1)) for code, s in seconds.most_common() if s > 0),
     )
+
+
+def translate_by_language(engine: LocalTranscriber, pcm: bytes, language: str | None) -> Transcript:
+    """``pcm`` in English: each run in another language translated by Whisper (translate task,
+    told the run's language), English runs transcribed as they are."""
+    from voxflow.engines.local import pcm_to_float
+
+    samples = pcm_to_float(pcm)
+    if language:
+        runs = [Run(0, len(samples), language)]
+    else:
+        windows = detect(engine, samples, grouped(speech_stamps(samples), WINDOW_S))
+        if not windows:
+            return Transcript(text="", language="en")
+        runs = plan_runs(_refined(engine, samples, _settled(windows, _vote(windows))), len(samples))
+    parts = []
+    for run in runs:
+        piece = pcm[2 * run.start : 2 * run.end]
+        if run.language == "en":
+            part = _engine_for(engine, "en")._transcribe_sync(piece, TranscribeOptions(engine.model, "en"))
+        else:
+            part = _translated_sync(engine, piece, run.language)
+        parts.append(part.shifted(round(run.start * 1000 / SAMPLE_RATE)))
+    return Transcript(
+        text=" ".join(p.text for p in parts if p.text).strip(),
+        language="en",
+        segments=tuple(s for p in parts for s in p.segments),
+    )
+
+
+def _translated_sync(engine: LocalTranscriber, pcm: bytes, language: str) -> Transcript:
+    """Whisper's translate task (into English) on one run, decoded like a transcription."""
+    import ctranslate2
+
+    from voxflow.engines import local
+
+    with engine._lock:
+        whisper = engine.load()
+        ctranslate2.set_random_seed(local.SAMPLING_SEED)
+        raw, _ = whisper.transcribe(
+            local.pcm_to_float(pcm),
+            task="translate",
+            language=language,
+            vad_filter=True,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            temperature=local.FALLBACK_TEMPERATURES,
+            compression_ratio_threshold=local.MAX_COMPRESSION_RATIO,
+            log_prob_threshold=local.LOW_LOGPROB,
+            no_speech_threshold=local.NO_SPEECH_PROB,
+            beam_size=5,
+        )
+        segments = tuple(s for s in (local._segment(r) for r in raw) if s is not None)
+    return Transcript(text=" ".join(s.text for s in segments).strip(), language="en", segments=segments)
