@@ -99,7 +99,7 @@ def test_cache_is_reused_and_a_corrupted_one_rebuilt(tmp_path: Path, expected_sh
 
 def test_concurrent_joins_with_random_kills_leave_one_whole_model(tmp_path: Path, expected_sha: str) -> None:
     rng = random.Random(13)
-    for round_ in range(3):
+    for round_ in range(5):
         cache = tmp_path / f"round{round_}"
         procs = [join_in_process(cache) for _ in range(3)]
         time.sleep(rng.uniform(0.0, 1.5))

