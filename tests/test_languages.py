@@ -193,4 +193,5 @@ def test_translate_to_en_writes_an_english_sidecar_beside_the_original(tmp_path:
 def test_translate_to_other_than_en_is_refused_naming_the_flag(tmp_path: Path) -> None:
     done = voxflow_cli("transcribe", str(tmp_path), "--out", str(tmp_path / "o"), "--translate-to", "fr")
     assert done.returncode == 2
-    assert "--translate-to" in done.stderr + done.stdout and "Traceback" not in done.stderr
+    said = done.stderr + done.stdout
+    assert "--translate-to" in said and "English only" in said and "Traceback" not in said
