@@ -582,7 +582,7 @@ def models(
     table.columns.insert(0, table.columns.pop())
     table.add_row(
         LOCAL_STT_DEFAULT if kind == "transcription" else LOCAL_TTS_DEFAULT,
-        "embedded offline engine",
+        "embedded offline engine" + (", language detected per window" if kind == "transcription" else ""),
         "free",
     )
     if kind == "transcription":
