@@ -189,7 +189,7 @@ def test_english_only_model_refuses_another_language(one_clip: Path, tmp_path: P
 def test_diarize_on_the_offline_engine_is_refused(one_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     line = refusal(voxflow("transcribe", str(one_clip), "--out", str(out), "--diarize"))
-    assert "--diarize" in line and "local/tiny.en" in line
+    assert "--diarize" in line and "local/auto" in line
     assert not out.exists()
 
 
