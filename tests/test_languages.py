@@ -18,6 +18,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
+import duckdb
 import py3langid
 import pytest
 import srt
@@ -169,6 +170,14 @@ def test_default_offline_model_keeps_both_languages(tmp_path: Path, name: str, a
         assert len(half.split()) >= 30, f"{language} half nearly empty: {half!r}"
         assert py3langid.classify(half)[0] == language, half
     assert srt_file.name.split(".")[-2] in order
+    probability, languages = (
+        duckdb.connect()
+        .execute(f"select language_probability, languages from read_parquet('{out}/catalog/transcripts/*.parquet')")
+        .fetchone()
+    )
+    seconds = {entry["language"]: entry["seconds"] for entry in languages}
+    assert all(seconds.get(code, 0) >= HALF_S / 2 for code in order), seconds  # each half about HALF_S of speech
+    assert 0 < probability <= 1
 
 
 def voxflow_cli(*args: str) -> subprocess.CompletedProcess:

@@ -76,6 +76,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_segments", pa.int32()),
             ("n_words", pa.int32()),
             ("segments_part", pa.string()),  # the segments/ and words/ part file with its rows
+            ("language_probability", pa.float64()),  # how sure detection was; null: language given
+            ("languages", pa.list_(pa.struct([("language", pa.string()), ("seconds", pa.float64())]))),
             ("qa_segments_dropped", pa.int32()),  # see models.Quality
             ("qa_max_chars_per_s", pa.float64()),
             ("qa_speech_s", pa.float64()),
@@ -163,6 +165,8 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "n_segments": len(r.segments),
         "n_words": sum(len(s.words) for s in r.segments),
         "segments_part": None,  # filled when the writer flushes
+        "language_probability": r.language_probability,
+        "languages": [{"language": code, "seconds": seconds} for code, seconds in r.languages],
         **quality_columns(r.quality),
     }
 
