@@ -19,7 +19,8 @@ Every failure a user can meet is one of these; the tree tells what to catch::
     │       ├── AuthError         401
     │       ├── OutOfCredits      402
     │       ├── UnknownModel      404 for the model, or not in /models
-    │       └── BudgetExceeded    --budget-usd reached
+    │       ├── BudgetExceeded    --budget-usd reached
+    │       └── DiskFull          the output's disk is full (also an OutputError)
     └── OutputError               cannot write a sidecar, audiobook or Parquet part → exit 3
 
 Messages name the file and the reason, never the API key or audio payloads.
@@ -129,6 +130,21 @@ class BudgetExceeded(RunAbort):
 
 class OutputError(VoxflowError):
     """A sidecar, audiobook or Parquet part cannot be written."""
+
+
+class DiskFull(OutputError, RunAbort):
+    """No space left where the outputs (or the run's temporary audio) go: every further item
+    would fail the same way, so the run stops (exit code 3) saying where and what to do."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"cannot write {path}: No space left on device (free some space, or choose another --out)")
+
+
+def output_error(path: object, exc: OSError) -> OutputError:
+    """The OutputError for an OS error while writing ``path`` (DiskFull when the disk is full)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(path)
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def most_severe(group: BaseExceptionGroup) -> BaseException:

@@ -17,7 +17,7 @@ import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from voxflow.errors import AudioError, ConfigError
+from voxflow.errors import AudioError, ConfigError, DiskFull
 from voxflow.models import MediaInfo, PreparedAudio, Span
 
 SAMPLE_RATE = 16_000
@@ -182,6 +182,8 @@ def prepare_audio(
     errors = _decode_errors(proc.stderr)
     if proc.returncode != 0 or duration_ms == 0:
         Path(wav_path).unlink(missing_ok=True)
+        if "No space left on device" in proc.stderr:
+            raise DiskFull(wav_path)
         reason = errors[-1] if errors else _last_line(proc.stderr) or "no audio decoded"
         raise AudioError(f"cannot decode the audio ({reason})")
     short = expected_ms > 0 and duration_ms < expected_ms - max(500, expected_ms // 50)

@@ -34,7 +34,7 @@ from fsspec.core import url_to_fs
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voxflow.errors import AudioError, ConfigError, OutputError, SourceError, VoxflowError
+from voxflow.errors import AudioError, ConfigError, SourceError, VoxflowError, output_error
 from voxflow.media import looks_like_media, probe
 from voxflow.models import Recording
 
@@ -767,7 +767,7 @@ def write_local_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise output_error(path, exc) from exc
 
 
 class OutputTree:
@@ -797,7 +797,7 @@ class OutputTree:
             try:
                 self.fs.pipe_file(target, data)
             except OSError as exc:
-                raise OutputError(f"cannot write {self.uri(rel)}: {exc}") from exc
+                raise output_error(self.uri(rel), exc) from exc
         return self.uri(rel)
 
     def write_text(self, rel: str, text: str) -> str:
@@ -813,7 +813,7 @@ class OutputTree:
             try:
                 self.fs.put_file(local_path, target)
             except OSError as exc:
-                raise OutputError(f"cannot write {self.uri(rel)}: {exc}") from exc
+                raise output_error(self.uri(rel), exc) from exc
         return self.uri(rel)
 
     def exists(self, rel: str) -> bool:
