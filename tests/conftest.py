@@ -122,3 +122,21 @@ def unprivileged(cmd: list[str]) -> list[str]:
         return cmd
     caps = "-dac_override,-dac_read_search"
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *cmd]
+
+
+def cli_run(*args: str, cwd: Path = ROOT, prefect_api: str | None = None) -> subprocess.CompletedProcess:
+    """``voxflow ARGS`` in a new process (against the session's Prefect server when given)."""
+    env = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
+    if args[0] == "transcribe":
+        env["VOXFLOW_MODEL"] = "local/tiny.en"
+    cmd = [sys.executable, "-m", "voxflow.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture()
+def prefect_api(prefect_harness: None) -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())

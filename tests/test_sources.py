@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import srt
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_run
 from voxflow.errors import ConfigError, SourceError
 from voxflow.narration import scan_documents
 from voxflow.settings import load_settings
@@ -187,27 +187,9 @@ def test_a_sparse_20_gb_file_is_refused_without_being_read(tmp_path: Path) -> No
     assert rows["notes.mp3"][:2] == ("failed", "AudioError")
 
 
-def _cli(*args: str, cwd: Path = ROOT, prefect_api: str | None = None) -> subprocess.CompletedProcess:
-    """``voxflow ARGS`` in a new process (against the session's Prefect server when given)."""
-    env = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}
-    if prefect_api:
-        env["PREFECT_API_URL"] = prefect_api
-    if args[0] == "transcribe":
-        env["VOXFLOW_MODEL"] = "local/tiny.en"
-    cmd = [sys.executable, "-m", "voxflow.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
-
-
 def _done_rows(out: Path) -> list[tuple[str, str]]:
     query = f"select rel_path, status from read_parquet('{out}/catalog/transcripts/*.parquet') order by all"
     return duckdb.connect().execute(query).fetchall()
-
-
-@pytest.fixture()
-def prefect_api(prefect_harness: None) -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value())
 
 
 @pytest.mark.timeout(900)
@@ -217,14 +199,14 @@ def test_out_equal_to_or_a_parent_of_the_source(samples: Path, tmp_path: Path, p
     shutil.copy(samples / "spk1_snt3.wav", lib / "clip.wav")
     (lib / "audiobooks" / "book").mkdir(parents=True)  # an earlier narration's output: not a recording
     shutil.copy(samples / "jfk.mp3", lib / "audiobooks" / "book" / "book.mp3")
-    first = _cli("transcribe", str(lib), "--out", str(lib), "--formats", "srt", prefect_api=prefect_api)
+    first = cli_run("transcribe", str(lib), "--out", str(lib), "--formats", "srt", prefect_api=prefect_api)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "found 1 recordings: 1 to transcribe" in " ".join((first.stdout + first.stderr).split())
     sidecar = lib / "clip.en.srt"
     cues = list(srt.parse(sidecar.read_text()))
     assert cues and "pure" in " ".join(c.content for c in cues).lower()
     before = {p: p.stat().st_mtime_ns for p in lib.rglob("*") if p.is_file() and "runs" not in p.parts}
-    again = _cli("transcribe", str(lib), "--out", str(lib), "--formats", "srt", prefect_api=prefect_api)
+    again = cli_run("transcribe", str(lib), "--out", str(lib), "--formats", "srt", prefect_api=prefect_api)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 to transcribe, 1 already done" in " ".join((again.stdout + again.stderr).split())
     after = {p: p.stat().st_mtime_ns for p in lib.rglob("*") if p.is_file() and "runs" not in p.parts}
@@ -234,7 +216,7 @@ def test_out_equal_to_or_a_parent_of_the_source(samples: Path, tmp_path: Path, p
     parent = tmp_path / "parent"
     (parent / "rec").mkdir(parents=True)
     shutil.copy(samples / "spk1_snt3.wav", parent / "rec" / "clip.wav")
-    up = _cli("transcribe", str(parent / "rec"), "--out", str(parent), "--formats", "srt", prefect_api=prefect_api)
+    up = cli_run("transcribe", str(parent / "rec"), "--out", str(parent), "--formats", "srt", prefect_api=prefect_api)
     assert up.returncode == 0, up.stdout + up.stderr
     assert list(srt.parse((parent / "clip.en.srt").read_text()))
     assert _done_rows(parent) == [("clip.wav", "done")]
@@ -293,7 +275,7 @@ def test_an_empty_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SOURCE is empty"):
         scan_documents("")
     for command in ("transcribe", "narrate"):
-        proc = _cli(command, "", "--out", str(tmp_path / "out"), cwd=tmp_path)
+        proc = cli_run(command, "", "--out", str(tmp_path / "out"), cwd=tmp_path)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert "SOURCE is empty: give a folder, file or s3:// URL" in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr

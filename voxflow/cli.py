@@ -15,13 +15,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from voxflow import interrupts
 from voxflow import progress as events
 from voxflow.errors import ConfigError, ExitCode, RunAbort, SourceError, explain
 from voxflow.fsnames import printable_name
+from voxflow.run_progress import RunProgress, hms
 from voxflow.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -223,6 +223,9 @@ def transcribe(
         bool, typer.Option("--overwrite", help="Replace sidecar files voxflow did not write (e.g. your own .srt).")
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another run on the same --out to finish.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary (no progress).")
+    ] = False,
     notify: NotifyOpt = None,
     notify_always: NotifyAlwaysOpt = False,
     translate_to: Annotated[
@@ -248,6 +251,7 @@ def transcribe(
         shard=shard,
         overwrite=overwrite or None,
         wait=wait or None,
+        quiet=quiet or None,
         translate_to=translate_to,
     )
     raise typer.Exit(run_transcribe(source, settings, _notifier("transcribe", notify, notify_always)))
@@ -287,7 +291,8 @@ def _transcribe_locked(
     from voxflow.transcription import plan_run, run_inline
 
     started = time.monotonic()
-    _say_engine(settings.transcription_model, settings.openrouter.has_key)
+    if not settings.quiet:
+        _say_engine(settings.transcription_model, settings.openrouter.has_key)
     try:
         plan = plan_run(source, settings)
     except SourceError as exc:
@@ -295,13 +300,14 @@ def _transcribe_locked(
     if plan.found == 0:
         console.print(f"no media files found in {source} ({plan.ignored} other files ignored)")
         return 0
-    console.print(
-        f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
-        f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
-        + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
-        + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
-    )
-    _say_passed_over(plan.passed_over)
+    if not settings.quiet:
+        console.print(
+            f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
+            f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
+            + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
+            + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
+        )
+        _say_passed_over(plan.passed_over)
     _say_known_failures(plan.known_failures)
     try:
         if not plan.has_work:
@@ -376,8 +382,10 @@ def _run_transcription_flow(source: str, settings: Settings, total: int, run_id:
     flow = transcribe_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.recording_workers))
     options = settings.public_dict()
     options.pop("out")
-    with _progress(total) as listener:
-        unsubscribe = events.subscribe(listener)
+    with RunProgress(
+        total, console, quiet=settings.quiet, force_bar=os.environ.get("VOXFLOW_PROGRESS") == "1"
+    ) as shown:
+        unsubscribe = events.subscribe(shown.on_event)
         try:
             return _run_bound(lambda: flow(source=source, out=settings.out, options=options, run_id=run_id))
         finally:
@@ -400,54 +408,6 @@ def _say_stopping(signal_name: str) -> None:
     )
 
 
-class _progress:
-    """A rich progress bar fed by voxflow.progress events: files, audio hours, cost, ETA."""
-
-    def __init__(self, total: int) -> None:
-        self.bar = Progress(
-            TextColumn("[bold]transcribing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[audio]} audio · ${task.fields[cost]:.4f} · {task.fields[last]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-            disable=not console.is_terminal and os.environ.get("VOXFLOW_PROGRESS") != "1",
-        )
-        self.task = self.bar.add_task("files", total=total, audio="0:00:00", cost=0.0, last="")
-        self.audio_s = 0.0
-        self.cost = 0.0
-
-    def __enter__(self):
-        self.bar.start()
-        return self.on_event
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def on_event(self, event: str, data: dict[str, Any]) -> None:
-        if event != "finished":
-            return
-        result = data["result"]
-        self.audio_s += result.duration_ms / 1000
-        self.cost += result.cost_usd
-        mark = "✓" if result.status == "done" else "✗"
-        self.bar.update(
-            self.task,
-            advance=1,
-            audio=_hms(self.audio_s),
-            cost=self.cost,
-            last=f"{mark} {result.recording.rel_path}"[-50:],
-        )
-        if result.status == "failed":
-            self.bar.console.print(f"[red]failed[/] {result.error_message}")
-
-
-def _hms(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -> None:
     table = Table(title=f"run {summary['run_id']}", show_header=False)
     rows = [
@@ -457,7 +417,7 @@ def _print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -
         ("failed", summary["failed"]),
         ("waiting to settle", summary["unsettled"]),
         ("gone from source (rows kept)", summary.get("deleted", 0)),
-        ("audio", _hms(summary["audio_s"])),
+        ("audio", hms(summary["audio_s"])),
         ("cost", f"${summary['cost_usd']:.4f}"),
         ("wall time", f"{wall_s:.1f} s"),
     ]
@@ -654,8 +614,8 @@ def _nights_table(nights: list[dict[str, Any]]) -> list[str]:
     lines = ["night        runs  done  failed     audio        cost      wall"]
     for n in nights:
         lines.append(
-            f"{n['night']:<10} {n['runs']:>6} {n['done']:>5} {n['failed']:>7} {_hms(n['audio_hours'] * 3600):>9} "
-            f"{'$' + format(n['cost_usd'], '.4f'):>11} {_hms(n['wall_s']):>9}"
+            f"{n['night']:<10} {n['runs']:>6} {n['done']:>5} {n['failed']:>7} {hms(n['audio_hours'] * 3600):>9} "
+            f"{'$' + format(n['cost_usd'], '.4f'):>11} {hms(n['wall_s']):>9}"
         )
     return lines
 

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
     overwrite: bool = False  # replace sidecar files voxflow did not write (a user's own subtitles)
     wait: bool = False  # wait for another run on the same output to finish instead of exiting 2
+    quiet: bool = False  # the CLI prints only errors and the summary
     lock_lease_s: float = Field(default=60.0, ge=1)  # bucket outputs: a dead run's lease expires after this
 
     @field_validator("formats", mode="before")

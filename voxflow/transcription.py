@@ -478,6 +478,7 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
             min_silence_s=ctx.settings.min_silence_s,
             expected_ms=info.duration_ms,
         )
+        progress.emit("probed", recording=rec.rel_path, duration_ms=prepared.duration_ms)
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
         translation = _translation(prepared, transcript, ctx)
     warnings = [w for w in (prepared.decode_warning, stats.note, stats.gate_note) if w]
@@ -562,6 +563,7 @@ class ChunkStats:
     requests: int = 0
     note: str = ""
     checkpoints: ChunkCheckpoints | None = None  # cleared once the catalog has the result
+    recording: str = ""  # rel_path, for progress events
     segments_dropped: int = 0  # refused by a hallucination gate (voxflow/gates.py)
     max_chars_per_s: float = 0.0  # the fastest kept segment
 
@@ -600,7 +602,7 @@ async def transcribe_prepared(
     prepared: PreparedAudio, rec: Recording, ctx: RunContext
 ) -> tuple[Transcript, ChunkStats]:
     """Transcribe a prepared recording chunk by chunk, concurrently, and stitch the parts."""
-    stats = ChunkStats()
+    stats = ChunkStats(recording=rec.rel_path)
     if prepared.peak_db < media.SILENT_PEAK_DB:
         stats.note = f"no speech: the recording is silent (peak {prepared.peak_db:.0f} dB)"
         return Transcript(text="", language=ctx.settings.language or "und"), stats
@@ -638,6 +640,7 @@ async def _transcribe_span(
     """One chunk (from its checkpoint if an earlier run got it); 413 splits it in two."""
     saved = checkpoints.load(span)
     if saved is not None:
+        progress.emit("chunk", recording=stats.recording, duration_ms=span.duration_ms)
         return saved
     if interrupts.requested():
         raise interrupts.Interrupted("the run was interrupted before this chunk")
@@ -658,6 +661,7 @@ async def _transcribe_span(
         part = await _timed_from_text(part, span, prepared)
     part = _gated(_clamped(part.shifted(span.start_ms), span), stats)
     checkpoints.save(span, part)
+    progress.emit("chunk", recording=stats.recording, duration_ms=span.duration_ms)
     return part
 
 

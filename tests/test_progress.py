@@ -1,0 +1,70 @@
+"""Progress as a user sees it: audio seconds across the batch, one line per file without a
+terminal, nothing but errors and the summary with --quiet. Durations checked against ffprobe."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import cli_run
+from voxflow import progress
+from voxflow.run_progress import AudioTally
+from voxflow.settings import load_settings
+from voxflow.transcription import plan_run, run_inline
+
+CLIPS = ("jfk.flac", "spk1_snt3.wav")
+
+
+def ffprobe_ms(path: Path) -> int:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return round(float(out.stdout) * 1000)
+
+
+def two_clips(samples: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in CLIPS:
+        shutil.copy(samples / name, folder / name)
+    return folder
+
+
+def test_progress_counts_audio_seconds_chunk_by_chunk(samples: Path, tmp_path: Path) -> None:
+    src = two_clips(samples, tmp_path / "in")
+    tally = AudioTally(files_total=len(CLIPS))
+    seen: list[tuple[str, float, float | None]] = []
+
+    def listen(event: str, data: dict) -> None:
+        tally.on_event(event, data)
+        seen.append((event, tally.done_s, tally.total_s))
+
+    unsubscribe = progress.subscribe(listen)
+    try:
+        run_inline(plan_run(str(src), load_settings(out=str(tmp_path / "out"), model="local/tiny.en")))
+    finally:
+        unsubscribe()
+    expected_s = sum(ffprobe_ms(src / name) for name in CLIPS) / 1000
+    assert [e for e, *_ in seen].count("chunk") >= len(CLIPS), "the bar moves per chunk, not per file"
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done), "audio done never goes back"
+    assert abs(tally.done_s - expected_s) < 0.2 and abs(tally.total_s - expected_s) < 0.2
+    assert tally.files_done == len(CLIPS)
+
+
+def test_without_a_terminal_one_line_per_file_and_quiet_prints_only_the_summary(
+    samples: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    src, out = two_clips(samples, tmp_path / "in"), tmp_path / "out"
+    loud = cli_run("transcribe", str(src), "--out", str(out), prefect_api=prefect_api)
+    assert loud.returncode == 0, loud.stderr
+    lines = [ln for ln in loud.stderr.splitlines() if ln.startswith("done ")]
+    assert sorted(ln.split()[1] for ln in lines) == sorted(CLIPS), loud.stderr
+    assert "engine:" in loud.stderr
+    quiet = cli_run("transcribe", str(src), "--out", str(out), "--force", "--quiet", prefect_api=prefect_api)
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith(("done ", "engine:", "found "))], quiet.stderr
+    assert "outputs:" in quiet.stderr, "the summary is still printed"
