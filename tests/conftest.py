@@ -140,3 +140,34 @@ def prefect_api(prefect_harness: None) -> str:
     from prefect.settings import PREFECT_API_URL
 
     return str(PREFECT_API_URL.value())
+
+
+def ffprobe_seconds(path: Path) -> float:
+    """A media file's duration by ffprobe (an oracle independent of voxflow)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
+@pytest.fixture()
+def emulator(monkeypatch: pytest.MonkeyPatch):
+    """Start OpenRouter emulators on 127.0.0.1 (``emulator(key, **config)``) and point the
+    OpenRouter settings at the last one; all are stopped after the test."""
+    from voxflow.emulator import start_emulator_in_thread
+
+    handles = []
+
+    def start(key: str, **config):
+        handle = start_emulator_in_thread(keys=(key,), **config)
+        handles.append(handle)
+        monkeypatch.setenv("OPENROUTER_API_KEY", key)
+        monkeypatch.setenv("OPENROUTER_BASE_URL", handle.url)
+        return handle
+
+    yield start
+    for handle in handles:
+        handle.stop()

@@ -11,36 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import ffprobe_seconds, normal_words
+
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data" / "recordings"
 CLIPS = ("jfk.flac", "spk1_snt1.wav", "beckett.wav", "spk1_snt3.wav")
 PAUSE_S = 1.2  # between clips: a pause a speaker makes, long enough for silencedetect
 
 
-def normalised_words(text: str) -> str:
-    """Lower-case words without punctuation (what a word error rate compares)."""
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
-
-
-def _clip_seconds(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
-
-
 def cycle_seconds() -> float:
     """Length of one pass over the clips, pauses included."""
-    return sum(_clip_seconds(SAMPLES / c) + PAUSE_S for c in CLIPS)
+    return sum(ffprobe_seconds(SAMPLES / c) + PAUSE_S for c in CLIPS)
 
 
 def make_recording(dest: Path, minutes: float) -> str:
@@ -119,4 +105,4 @@ def word_error_rate(out: Path, reference: str) -> float:
     import jiwer
 
     hypothesis = " ".join(t.read_text() for t in sorted(out.rglob("*.txt")))
-    return jiwer.wer(normalised_words(reference), normalised_words(hypothesis))
+    return jiwer.wer(normal_words(reference), normal_words(hypothesis))

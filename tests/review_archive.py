@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from tests.conftest import SAMPLES, reference_texts
+from tests.conftest import SAMPLES, ffprobe_seconds, reference_texts
 from voxflow.settings import load_settings
 from voxflow.transcription import plan_run, run_inline
 
@@ -49,14 +47,8 @@ def build(root: Path, clips: tuple[str, ...] = CLIPS, broken: tuple[str, ...] = 
 
 
 def duration_ms(path: Path) -> float:
-    """The media's duration by ffprobe (an oracle independent of voxflow)."""
-    info = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(json.loads(info.stdout)["format"]["duration"]) * 1000
+    """The media's duration in ms by ffprobe (an oracle independent of voxflow)."""
+    return ffprobe_seconds(path) * 1000
 
 
 def word_time_ms(out: Path, recording_id: str, word: str) -> list[int]:

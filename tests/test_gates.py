@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import jiwer
 import srt
 
-from tests.conftest import normal_words, reference_texts
+from tests.conftest import ffprobe_seconds, normal_words, reference_texts
 from voxflow.engines.base import TranscribeOptions
 from voxflow.gates import gate_reason, gate_segments
 from voxflow.models import AudioChunk, Segment, Transcript, Word
@@ -22,16 +21,6 @@ from voxflow.transcription import finish_run, open_run, plan_run, transcribe_rec
 # What tiny.en made of sample_data/recordings/spk1_snt1.wav (2.9 s) under OpenBLAS's Haswell
 # kernel: the sentence, then this in a 60 ms segment at the very end (issue 16).
 LOOP = "Thank you very much for watching, I'll see you in the next video" + (", see you in the next video" * 30)
-
-
-def ffprobe_seconds(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
 
 
 def test_the_loop_tiny_en_invented_is_refused() -> None:

@@ -498,24 +498,6 @@ EMULATOR_KEY = "sk-or-v1-test-0123456789abcdef-LIMITS"
 AUDIO_TOKEN_USD = 0.00001  # the emulator's whisper-large-v3 price per audio token (10 a second)
 
 
-@pytest.fixture()
-def emulator(monkeypatch: pytest.MonkeyPatch):
-    from voxflow.emulator import start_emulator_in_thread
-
-    handles = []
-
-    def start(**config):
-        handle = start_emulator_in_thread(keys=(EMULATOR_KEY,), **config)
-        handles.append(handle)
-        monkeypatch.setenv("OPENROUTER_API_KEY", EMULATOR_KEY)
-        monkeypatch.setenv("OPENROUTER_BASE_URL", handle.url)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.stop()
-
-
 def test_budget_holds_at_concurrency_8_end_to_end(prefect_harness: None, emulator, tmp_path: Path) -> None:
     """Six 20 s recordings in 4 s chunks ($0.0004 each), 8 requests in flight, a $0.003 cap:
     what the emulator billed (its own log) stays within the cap plus the estimate error of
@@ -525,7 +507,7 @@ def test_budget_holds_at_concurrency_8_end_to_end(prefect_harness: None, emulato
     from tests.test_openrouter_flow import tones
     from voxflow.cli import app
 
-    handle = emulator(fast_text=True, latency_ms=300)
+    handle = emulator(EMULATOR_KEY, fast_text=True, latency_ms=300)
     tones(tmp_path / "in", 6, 20)
     out = tmp_path / "out"
     budget, concurrency = 0.003, 8

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import srt
 
 from tests.conftest import ROOT, ffmpeg, normal_words, reference_texts
 from voxflow import media
-from voxflow.emulator import fake_transcript, start_emulator_in_thread
+from voxflow.emulator import fake_transcript
 from voxflow.settings import load_settings
 from voxflow.transcription import plan_run, run_inline
 
@@ -29,20 +30,9 @@ KEY = "sk-or-v1-test-0123456789abcdef-SECRET"
 
 
 @pytest.fixture()
-def api(monkeypatch: pytest.MonkeyPatch):
+def api(emulator):
     """Point the OpenRouter settings at an emulator; yields a function that starts one."""
-    handles = []
-
-    def start(**config):
-        handle = start_emulator_in_thread(keys=(KEY,), **config)
-        handles.append(handle)
-        monkeypatch.setenv("OPENROUTER_API_KEY", KEY)
-        monkeypatch.setenv("OPENROUTER_BASE_URL", handle.url)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.stop()
+    return functools.partial(emulator, KEY)
 
 
 def tones(folder: Path, count: int, seconds: int) -> list[Path]:

@@ -4,26 +4,15 @@ terminal, nothing but errors and the summary with --quiet. Durations checked aga
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from tests.conftest import cli_run
+from tests.conftest import cli_run, ffprobe_seconds
 from voxflow import progress
 from voxflow.run_progress import AudioTally
 from voxflow.settings import load_settings
 from voxflow.transcription import plan_run, run_inline
 
 CLIPS = ("jfk.flac", "spk1_snt3.wav")
-
-
-def ffprobe_ms(path: Path) -> int:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return round(float(out.stdout) * 1000)
 
 
 def two_clips(samples: Path, folder: Path) -> Path:
@@ -47,7 +36,7 @@ def test_progress_counts_audio_seconds_chunk_by_chunk(samples: Path, tmp_path: P
         run_inline(plan_run(str(src), load_settings(out=str(tmp_path / "out"), model="local/tiny.en")))
     finally:
         unsubscribe()
-    expected_s = sum(ffprobe_ms(src / name) for name in CLIPS) / 1000
+    expected_s = sum(ffprobe_seconds(src / name) for name in CLIPS)
     assert [e for e, *_ in seen].count("chunk") >= len(CLIPS), "the bar moves per chunk, not per file"
     done = [d for _, d, _ in seen]
     assert done == sorted(done), "audio done never goes back"
