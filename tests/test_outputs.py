@@ -25,11 +25,12 @@ def words(path: Path) -> str:
 
 
 def ledger(out: Path) -> dict[str, str]:
-    """path → sha256 of the latest claim, read by DuckDB."""
+    """absolute path → sha256 of the latest claim, read by DuckDB (the ledger keeps paths under
+    the output folder relative to it)."""
     rows = duckdb.sql(
         f"select path, sha256 from read_parquet('{out}/catalog/outputs/*.parquet') order by written_at"
     ).fetchall()
-    return dict(rows)
+    return {(path if path.startswith("/") else f"{out}/{path}"): sha for path, sha in rows}
 
 
 def test_same_stem_in_separate_runs_keeps_both_transcripts(samples: Path, tmp_path: Path) -> None:
@@ -155,3 +156,30 @@ def test_cli_reports_left_alone_files_and_overwrite_replaces_them(samples: Path,
     assert replaced.exit_code == 0 and "1 to restore" in replaced.output, replaced.output
     cues = list(srt.parse((lib / "Clip.en.srt").read_text()))
     assert "small dog" in " ".join(c.content for c in cues).lower()
+
+
+def test_voxflow_knows_its_own_files_under_any_name_and_in_a_moved_output(samples: Path, tmp_path: Path) -> None:
+    """A name that is not UTF-8, and an output folder copied elsewhere: reruns still see the
+    sidecars as voxflow's (nothing left alone), and a changed recording rewrites them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    name = b"caf\xe9.wav"
+    shutil.copy(samples / "spk1_snt3.wav", bytes(src) + b"/" + name)
+    out = tmp_path / "out"
+    settings = load_settings(out=str(out), model="local/tiny.en", formats="txt")
+    assert run_inline(plan_run(str(src), settings)).done == 1
+    again = run_inline(plan_run(str(src), settings))
+    assert (again.skipped, again.left_alone) == (1, []), again.left_alone
+
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    elsewhere = run_inline(plan_run(str(src), load_settings(out=str(moved), model="local/tiny.en", formats="txt")))
+    assert (elsewhere.skipped, elsewhere.left_alone) == (1, []), elsewhere.left_alone
+
+    shutil.copy(samples / "spk1_snt1.wav", bytes(src) + b"/" + name)  # new content, same name
+    changed = run_inline(plan_run(str(src), settings))
+    assert (changed.done, changed.left_alone) == (1, []), changed.left_alone
+    sidecars = sorted(out.glob("caf*.en.txt"))
+    assert len(sidecars) == 1, sidecars
+    txt = sidecars[0]
+    assert "dog" in txt.read_text().lower(), "the sidecar follows the recording's new content"

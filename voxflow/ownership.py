@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from voxflow.catalog import CatalogIndex, read_table
+from voxflow.fsnames import printable_name
 from voxflow.sources import OutputTree
 
 PathState = Literal["free", "mine", "foreign", "taken"]
@@ -57,9 +58,10 @@ def sha256_of(data: bytes) -> str:
 class OutputLedger:
     """The latest claim per output path, plus the claims this run makes."""
 
-    def __init__(self, claims: dict[str, Claim] | None = None, journal_dir: Path | None = None) -> None:
+    def __init__(self, claims: dict[str, Claim] | None = None, journal_dir: Path | None = None, root: str = "") -> None:
         self.claims = claims or {}
         self.journal_dir = journal_dir
+        self.root = root  # the output tree's URI, as text: paths under it are kept relative
         self.dead_journals: list[Path] = []
         self._guard = threading.Lock()
 
@@ -67,17 +69,25 @@ class OutputLedger:
     def load(cls, out: OutputTree, index: CatalogIndex, writer: str = "w0") -> OutputLedger:
         """Claims from pre-ledger ``done`` rows, then the ``outputs`` table, then journals (this
         writer's journals are from dead runs: the output lock lets one run per writer live)."""
+        ledger = cls(journal_dir=out.state_dir() / "outputs-pending", root=printable_name(out.uri("").rstrip("/")))
         claims: dict[str, Claim] = {}
         for done in index.done.values():  # oldest first: the latest row listing a path wins
             for path in done.outputs:
-                claims[path] = Claim(path, done.recording_id, done.source_uri, None, done.run_id, 0.0)
+                claims[ledger.key(path)] = Claim(path, done.recording_id, done.source_uri, None, done.run_id, 0.0)
         rows = read_table(out, "outputs").to_pylist()
-        ledger = cls(journal_dir=out.state_dir() / "outputs-pending")
         journaled = ledger._journal_claims(writer)
         for claim in sorted([*map(_claim_from_row, rows), *journaled], key=lambda c: c.written_at):
-            claims[claim.path] = claim
+            claims[ledger.key(claim.path)] = claim
         ledger.claims = claims
         return ledger
+
+    def key(self, path: str) -> str:
+        """How the ledger names ``path``: as text (names that are not UTF-8 escaped, as the
+        catalog stores them), relative to the output tree when under it (so a moved or copied
+        output folder still knows its own files)."""
+        text = printable_name(path)
+        prefix = self.root + "/"
+        return text[len(prefix) :] if self.root and text.startswith(prefix) else text
 
     def _journal_claims(self, writer: str) -> list[Claim]:
         if self.journal_dir is None or not self.journal_dir.is_dir():
@@ -95,8 +105,9 @@ class OutputLedger:
 
     def state(self, path: str, recording_id: str, source_uri: str, read: Callable[[], bytes | None]) -> PathState:
         """What ``path`` is to this recording; ``read`` gives its bytes (None: no file)."""
-        claim = self.claims.get(path)
-        if claim is not None and claim.recording_id != recording_id and claim.source_uri != source_uri:
+        claim = self.claims.get(self.key(path))
+        same_source = claim is not None and printable_name(claim.source_uri) == printable_name(source_uri)
+        if claim is not None and claim.recording_id != recording_id and not same_source:
             return "taken"
         content = read()
         if content is None:
@@ -110,7 +121,7 @@ class OutputLedger:
         claims = list(claims)
         with self._guard:
             for claim in claims:
-                self.claims[claim.path] = claim
+                self.claims[self.key(claim.path)] = claim
             if self.journal_dir is None:
                 return
             self.journal_dir.mkdir(parents=True, exist_ok=True)

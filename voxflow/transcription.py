@@ -889,7 +889,9 @@ def write_sidecars(
     writable = [t for t in targets if t.state != "foreign" or settings.overwrite]
     now = time.time()
     claims = [
-        Claim(t.uri, rec.recording_id, rec.uri, sha256_of(rendered[t.fmt].encode("utf-8")), run_id, now)
+        Claim(
+            plan.ledger.key(t.uri), rec.recording_id, rec.uri, sha256_of(rendered[t.fmt].encode("utf-8")), run_id, now
+        )
         for t in writable
     ]
     plan.ledger.journal(claims, writer, run_id)
