@@ -18,6 +18,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from voxflow.errors import ExitCode
 
 INTERRUPTED_EXIT = int(ExitCode.INTERRUPTED)  # 130
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAME_PRESS_S = 0.3  # a second signal sooner than this is a copy of the first (uv forwards Ctrl-C)
 _stop = threading.Event()
 T = TypeVar("T")
 
@@ -52,12 +54,17 @@ def graceful_signals(on_first: Callable[[str], None]) -> Iterator[None]:
     """Within the block, the first stop signal calls ``on_first(name)`` and sets
     :func:`requested`; a second one exits the process at once with status 130."""
 
+    first_at: list[float] = []
+
     def handle(signum: int, _frame: object) -> None:
+        if _stop.is_set() and first_at and time.monotonic() - first_at[0] < SAME_PRESS_S:
+            return  # the same press again: the terminal's group and `uv run` both deliver it
         if _stop.is_set():
             sys.stderr.write("\nstopped at once; the next run cleans up and resumes\n")
             sys.stderr.flush()
             os._exit(INTERRUPTED_EXIT)
         _stop.set()
+        first_at.append(time.monotonic())
         on_first(signal.Signals(signum).name)
 
     _stop.clear()
