@@ -191,3 +191,30 @@ def test_when_a_summary_is_sent(summary: dict, always: bool, sent: bool, status:
 
     assert should_notify(summary, always) is sent
     assert payload("transcribe", summary)["status"] == status
+
+
+def test_a_notify_url_that_can_never_work_is_refused_before_any_work(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for url in ("notaurl", "file:///etc/passwd"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "voxflow.cli",
+                "transcribe",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--notify",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --notify (VOXFLOW_NOTIFY_URL)"), (
+            proc.stderr
+        )
+        assert not (tmp_path / "o").exists(), "refused before any work"

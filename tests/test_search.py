@@ -139,3 +139,13 @@ def _force_transcribe(src: Path, out: Path) -> None:
 
     summary = run_inline(plan_run(str(src), load_settings(out=str(out), settle_seconds=0, force=True)))
     assert summary.exit_code == 0, summary
+
+
+def test_an_empty_query_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxflow.cli", "search", "  ", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == 'error: QUERY is empty: give words or "an exact phrase"'

@@ -661,6 +661,8 @@ def search(
 
     from voxflow.review.search import search as find
 
+    if not query.strip():
+        raise ConfigError('QUERY is empty: give words or "an exact phrase"')
     hits = find(_settings(out=out).out, query, limit)
     if as_json:
         print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False))

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from voxflow.errors import ConfigError
+
 Command = Literal["transcribe", "narrate"]
 MAX_FAILURES = 50  # a payload stays small however many files failed
 log = logging.getLogger("voxflow.notify")
@@ -85,7 +87,10 @@ def send(url: str, body: dict[str, Any], timeout_s: float = 10.0) -> str | None:
 def notifier(
     command: Command, url: str | None, always: bool, warn: Callable[[str], None]
 ) -> Callable[[dict[str, Any]], None]:
-    """What the CLI calls with a run's summary: sends it when it should, warns when that fails."""
+    """What the CLI calls with a run's summary: sends it when it should, warns when that fails.
+    A URL that can never work is refused before any work (ConfigError)."""
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(f"--notify (VOXFLOW_NOTIFY_URL) must be an http:// or https:// URL, got {safe_url(url)!r}")
 
     def on_summary(summary: dict[str, Any]) -> None:
         if not url or not should_notify(summary, always):
