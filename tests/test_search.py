@@ -79,7 +79,7 @@ def test_terminal_table_names_recording_and_time(archive: Archive) -> None:
 
 def test_no_match_and_odd_queries_are_not_errors(archive: Archive) -> None:
     assert hits(archive.out, "xylophone") == []
-    for query in ['"unbalanced', "'; drop table postings; --", "%_*", '""', "    "]:
+    for query in ['"unbalanced', "'; drop table postings; --", "%_*", '""']:  # blank: see below
         assert voxflow_search(archive.out, query).returncode == 0, query
 
 
