@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -311,14 +311,20 @@ def _dataset(out: OutputTree, table: str, files: list[str]) -> ds.Dataset:
 
 def _readable(out: OutputTree, table: str, path: str) -> bool:
     """True when the whole part file reads (or has vanished: another reader moved it)."""
+    return _read_state(out, table, path) != "damaged"
+
+
+def _read_state(out: OutputTree, table: str, path: str) -> Literal["whole", "missing", "damaged"]:
+    """Whether a part file reads whole, is gone, or is there but damaged (OutputError when
+    the store itself cannot be read: that is not the file's fault)."""
     try:
         _dataset(out, table, [path]).to_table()
     except FileNotFoundError:
-        return True
+        return "missing"
     except DAMAGED:
         _fetchable(out, path)
-        return not out.fs.exists(path)
-    return True
+        return "damaged" if out.fs.exists(path) else "missing"
+    return "whole"
 
 
 def _fetchable(out: OutputTree, path: str) -> None:
@@ -333,19 +339,13 @@ def _fetchable(out: OutputTree, path: str) -> None:
 
 def intact(out: OutputTree, table: str, part: str) -> bool:
     """True when ``catalog/<table>/<part>`` is there and reads whole; a damaged one is quarantined."""
-    path = out.path(f"catalog/{table}/{part}")
     if not part:
         return False
-    try:
-        _dataset(out, table, [path]).to_table()
-    except FileNotFoundError:
-        return False
-    except DAMAGED:
-        _fetchable(out, path)
-        if out.fs.exists(path):
-            quarantine(out, table, path)
-        return False
-    return True
+    path = out.path(f"catalog/{table}/{part}")
+    state = _read_state(out, table, path)
+    if state == "damaged":
+        quarantine(out, table, path)
+    return state == "whole"
 
 
 def sweep(out: OutputTree, tables: Iterable[str] = SCHEMAS) -> int:
