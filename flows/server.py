@@ -26,16 +26,19 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEM
 PR_SET_PDEATHSIG = 1
 
 
-def start_bound_server() -> None:
+def start_bound_server() -> str | None:
     """Start the temporary server from this (main) thread, bound to this process; Prefect's
-    clients then find and reuse it. Nothing to do with a configured ``PREFECT_API_URL``."""
+    clients then find and reuse it. Its API URL (None with a configured ``PREFECT_API_URL``):
+    tasks on Dask workers, in other processes, are told to use it."""
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
+        return None
     existing = prefect_server.SubprocessASGIServer._instances.get(None)
     if existing is not None and existing.running:
-        return
+        return existing.api_url
     prefect_server.SubprocessASGIServer._instances.pop(None, None)
-    _BoundServer().start()
+    server = _BoundServer()
+    server.start()
+    return server.api_url
 
 
 class _BoundServer(prefect_server.SubprocessASGIServer):

@@ -1,4 +1,8 @@
-"""Prefect tasks for the transcription flow: thin wrappers over voxflow.transcription."""
+"""Prefect task for the transcription flow: a thin wrapper over voxflow.transcription.
+
+Its inputs are serialisable (the recording, the run's RunSpec) and so is its result: it runs
+in a thread of the planning process or in any worker process of a Dask cluster.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.retry import TASK_RETRIES, TASK_RETRY_DELAY_S, infrastructure_fault
-from voxflow.models import Recording, RecordingResult
-from voxflow.transcription import get_run, restore_recording, transcribe_recording
+from voxflow.models import Recording
+from voxflow.transcription import RecordingOutcome, RunSpec, transcribe_recording
 
 
 @task(
@@ -18,15 +22,7 @@ from voxflow.transcription import get_run, restore_recording, transcribe_recordi
     retry_delay_seconds=TASK_RETRY_DELAY_S,
     retry_condition_fn=infrastructure_fault,
 )
-def transcribe_recording_task(rec: Recording, run_id: str) -> RecordingResult | None:
-    """Probe, transcode, transcribe and write one recording (errors become a failed row;
-    None when the run was interrupted first)."""
-    return transcribe_recording(rec, get_run(run_id))
-
-
-@task(name="restore-sidecars", task_run_name="restore {rec.display_path}", cache_policy=NO_CACHE)
-def restore_sidecars_task(rec: Recording, run_id: str) -> RecordingResult:
-    """Write sidecars of an already-transcribed recording from the catalog."""
-    ctx = get_run(run_id)
-    done = dict((r.rel_path, d) for r, d in ctx.plan.restore)[rec.rel_path]
-    return restore_recording(rec, done, ctx)
+def transcribe_recording_task(rec: Recording, spec: RunSpec) -> RecordingOutcome:
+    """Probe, transcode, transcribe and write one recording's sidecars; its catalog rows come
+    back in the outcome (errors become a failed row; no row when the run was interrupted)."""
+    return transcribe_recording(rec, spec)

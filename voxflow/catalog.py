@@ -82,6 +82,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("qa_max_chars_per_s", pa.float64()),
             ("qa_speech_s", pa.float64()),
             ("qa_detected_speech_s", pa.float64()),
+            ("worker", pa.string()),  # where it ran: a Dask worker's address, or host:pid
         ]
     ),
     "segments": pa.schema(
@@ -127,6 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("options_hash", pa.string()),
             ("error_kind", pa.string()),
             ("finished_at", _ts),
+            ("worker", pa.string()),  # where it ran: a Dask worker's address, or host:pid
         ]
     ),
 }
@@ -168,6 +170,7 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "language_probability": r.language_probability,
         "languages": [{"language": code, "seconds": seconds} for code, seconds in r.languages],
         **quality_columns(r.quality),
+        "worker": r.worker or None,
     }
 
 

@@ -59,6 +59,10 @@ ModelOpt = Annotated[
 ConcurrencyOpt = Annotated[
     int | None, typer.Option(help=_default("Engine requests in flight (whole run).", "concurrency"))
 ]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(help="Run the work on Dask: tcp://HOST:PORT of a scheduler, or local:N worker processes."),
+]
 NotifyOpt = Annotated[
     str | None,
     typer.Option(
@@ -140,7 +144,12 @@ def _prefect_defaults() -> None:
 
 def _settings(**flags: Any) -> Settings:
     """Settings from the environment and ``flags``; a bad value raises ConfigError naming both."""
-    return load_settings(**flags)
+    settings = load_settings(**flags)
+    if settings.cluster and settings.budget_usd is not None:
+        raise ConfigError(
+            "--budget-usd is kept by each process, so a cluster could pass it: run a budgeted batch without --cluster"
+        )
+    return settings
 
 
 def _check_out(out: str) -> None:
@@ -219,6 +228,7 @@ def transcribe(
     diarize: Annotated[bool, typer.Option("--diarize", help="Speaker labels (models that support it).")] = False,
     keyterms: Annotated[str | None, typer.Option(help="Comma-separated vocabulary hints.")] = None,
     shard: Annotated[str | None, typer.Option(help="i/n: this worker's share of the recordings.")] = None,
+    cluster: ClusterOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace sidecar files voxflow did not write (e.g. your own .srt).")
     ] = False,
@@ -249,6 +259,7 @@ def transcribe(
         diarize=diarize or None,
         keyterms=keyterms,
         shard=shard,
+        cluster=cluster,
         overwrite=overwrite or None,
         wait=wait or None,
         quiet=quiet or None,
@@ -375,11 +386,9 @@ def _say_passed_over(passed_over: Sequence[Any], shown: int = 5) -> None:
 
 def _run_transcription_flow(source: str, settings: Settings, total: int, run_id: str | None = None) -> dict[str, Any]:
     _prefect_defaults()
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     from flows.transcribe import transcribe_flow
 
-    flow = transcribe_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.recording_workers))
+    flow = transcribe_flow
     options = settings.public_dict()
     options.pop("out")
     with RunProgress(
@@ -395,10 +404,19 @@ def _run_transcription_flow(source: str, settings: Settings, total: int, run_id:
 def _run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on a
     temporary Prefect server that dies with this process (flows.server)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.server import start_bound_server
 
-    start_bound_server()
-    return interrupts.run_in_worker(run_flow)
+    api_url = start_bound_server()
+
+    def run_told_where_the_api_is() -> dict[str, Any]:
+        if api_url is None:
+            return run_flow()
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):  # travels with each task to Dask workers
+            return run_flow()
+
+    return interrupts.run_in_worker(run_told_where_the_api_is)
 
 
 def _say_stopping(signal_name: str) -> None:
@@ -468,6 +486,7 @@ def narrate(
         int | None, typer.Option(help="Longest text sent per request (default: the model's limit).")
     ] = None,
     bitrate: Annotated[str, typer.Option(help="MP3 CBR bitrate.")] = "192k",
+    cluster: ClusterOpt = None,
     notify: NotifyOpt = None,
     notify_always: NotifyAlwaysOpt = False,
 ) -> None:
@@ -479,6 +498,7 @@ def narrate(
         concurrency=concurrency,
         budget_usd=budget_usd,
         force=force or None,
+        cluster=cluster,
     )
     if not dry_run:
         _check_out(settings.out)

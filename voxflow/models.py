@@ -19,6 +19,7 @@ class Recording:
     size_bytes: int
     mtime: float = 0.0
     recording_id: str = ""  # sha256 of the content, filled by hashing
+    sidecar_stem: str = ""  # the stem its sidecars take in this run (set by the plan; "" = ``stem``)
 
     @property
     def stem(self) -> str:
@@ -167,6 +168,7 @@ class RecordingResult:
     quality: Quality | None = None
     language_probability: float | None = None  # see Transcript.language_probability
     languages: tuple[tuple[str, float], ...] = ()  # seconds of speech per language, most first
+    worker: str = ""  # where it ran: a Dask worker's address, or host:pid
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -125,7 +126,7 @@ class OutputLedger:
             if self.journal_dir is None:
                 return
             self.journal_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.journal_dir / f"{writer}-{run_id}.jsonl", "a", encoding="utf-8") as fh:
+            with open(self.journal_dir / _journal_name(writer, run_id), "a", encoding="utf-8") as fh:
                 fh.write("".join(json.dumps(asdict(c)) + "\n" for c in claims))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -146,7 +147,14 @@ class OutputLedger:
         for journal in self.dead_journals:
             journal.unlink(missing_ok=True)
         if self.journal_dir is not None:
-            (self.journal_dir / f"{writer}-{run_id}.jsonl").unlink(missing_ok=True)
+            for journal in self.journal_dir.glob(f"{writer}-{run_id}-*.jsonl"):  # one per process of the run
+                journal.unlink(missing_ok=True)
+
+
+def _journal_name(writer: str, run_id: str) -> str:
+    """One journal per process of a run (a run's tasks may run in several processes, on
+    several hosts: appends to a shared file are not atomic on every file system)."""
+    return f"{writer}-{run_id}-{socket.gethostname()}-{os.getpid()}.jsonl"
 
 
 def _claim_from_row(row: dict) -> Claim:

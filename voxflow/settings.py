@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     temperature: float | None = None
     provider: dict[str, Any] | None = None  # OpenRouter provider routing/passthrough (JSON in the env)
     shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
+    cluster: str | None = None  # tcp://HOST:PORT of a Dask scheduler, or local:N worker processes
     overwrite: bool = False  # replace sidecar files voxflow did not write (a user's own subtitles)
     wait: bool = False  # wait for another run on the same output to finish instead of exiting 2
     quiet: bool = False  # the CLI prints only errors and the summary
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
         if value is None or value.strip().lower() == "en":
             return value and "en"
         raise ValueError("must be en: Whisper translates into English only")
+
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster(cls, value: str | None) -> str | None:
+        from voxflow.cluster import check_cluster
+
+        return check_cluster(value) if value else None
 
     @field_validator("shard")
     @classmethod

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 
 from voxflow import interrupts, media, progress, scratch
 from voxflow.catalog import CatalogIndex, CatalogWriter, DoneRecord, load_transcript
+from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
 from voxflow.errors import (
     AudioError,
@@ -72,7 +74,6 @@ from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_n
 MIN_SPLIT_MS = 2_000  # a 413 never splits a chunk below this
 ALIGNMENT_MODEL = "local/tiny.en"  # times text-only answers
 MIN_LANGUAGE_S = 0.05  # less speech than this in a language is not listed in Transcript.languages
-_RUNS: dict[str, RunContext] = {}
 
 
 def transcribe_options(settings: Settings) -> TranscribeOptions:
@@ -140,7 +141,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
     cache.prefetch(scanned.recordings, scanned.versions)
     for rec in scanned.recordings:
         try:
-            rec = cache.hashed(rec, scanned.versions.get(rec.uri))
+            rec = replace(cache.hashed(rec, scanned.versions.get(rec.uri)), sidecar_stem=plan.stems[rec.rel_path])
         except (SourceError, AudioError) as exc:  # unreadable, or not audio/video (never read through)
             if _mine_id(hashlib.sha256(os.fsencode(rec.uri)).hexdigest(), settings.shard):
                 _failed_unless_known(plan, rec, exc, known)
@@ -151,7 +152,7 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
         if done is None:
             _todo_unless_known(plan, rec, known)
-        elif _sidecars_settled(rec, done.language, plan, settings, existing):
+        elif _sidecars_settled(rec, done.language, plan, existing):
             plan.skipped.append(rec)
         else:
             _restore_or_redo(plan, rec, index.restorable(rec.recording_id, plan.options_hash))
@@ -174,7 +175,7 @@ def _failed_unless_known(plan: RunPlan, rec: Recording, exc: BaseException, know
     if failure := known.refused(rec, exc):
         plan.known_failures.append(failure)
     else:
-        plan.failed.append(_failed(rec, exc, plan, plan.settings.transcription_model))
+        plan.failed.append(_failed(rec, exc, plan.options_hash, plan.settings.transcription_model))
 
 
 def _restore_or_redo(plan: RunPlan, rec: Recording, done: DoneRecord | None) -> None:
@@ -271,16 +272,16 @@ class SidecarTarget:
 
 
 def _sidecar_targets(
-    rec: Recording, language: str, plan: RunPlan, settings: Settings, existing: set[str] | None = None
+    rec: Recording, language: str, ledger: OutputLedger, settings: Settings, existing: set[str] | None = None
 ) -> list[SidecarTarget]:
     """The recording's sidecars under the first stem whose paths no other recording owns:
     ``talk``, then ``talk.mp3``, then ``talk.mp3.<id>`` (deterministic)."""
     tree, folder = _sidecar_tree(rec, settings)
     name = rec.rel_path.rsplit("/", 1)[-1]
-    stems = dict.fromkeys((plan.stems.get(rec.rel_path, rec.stem), name, f"{name}.{rec.recording_id[:12]}"))
+    stems = dict.fromkeys((rec.sidecar_stem or rec.stem, name, f"{name}.{rec.recording_id[:12]}"))
     for stem in stems:
         targets = [
-            _target(rec, tree, folder, sidecar_name(stem, language, fmt), fmt, plan, existing)
+            _target(rec, tree, folder, sidecar_name(stem, language, fmt), fmt, ledger, existing)
             for fmt in settings.formats
         ]
         if not any(t.state == "taken" for t in targets):
@@ -289,7 +290,7 @@ def _sidecar_targets(
 
 
 def _target(
-    rec: Recording, tree: OutputTree, folder: str, name: str, fmt: str, plan: RunPlan, existing: set[str] | None
+    rec: Recording, tree: OutputTree, folder: str, name: str, fmt: str, ledger: OutputLedger, existing: set[str] | None
 ) -> SidecarTarget:
     rel = f"{folder}/{name}" if folder else name
     shown = f"{rec.rel_dir}/{name}" if rec.rel_dir else name
@@ -303,12 +304,13 @@ def _target(
         except FileNotFoundError:
             return None
 
-    return SidecarTarget(fmt, tree, rel, shown, plan.ledger.state(tree.uri(rel), rec.recording_id, rec.uri, read))
+    return SidecarTarget(fmt, tree, rel, shown, ledger.state(tree.uri(rel), rec.recording_id, rec.uri, read))
 
 
-def _sidecars_settled(rec: Recording, language: str, plan: RunPlan, settings: Settings, existing: set[str]) -> bool:
+def _sidecars_settled(rec: Recording, language: str, plan: RunPlan, existing: set[str]) -> bool:
     """True when every sidecar is there as voxflow wrote it, or is a file voxflow leaves alone."""
-    targets = _sidecar_targets(rec, language, plan, settings, existing)
+    settings = plan.settings
+    targets = _sidecar_targets(rec, language, plan.ledger, settings, existing)
     foreign = [t for t in targets if t.state == "foreign"]
     if any(t.state == "free" for t in targets) or (foreign and settings.overwrite):
         return False
@@ -331,60 +333,102 @@ def _existing_outputs(settings: Settings, out: OutputTree, source: str, scanned:
     return listed if listed is not None else find_paths(fs, root)
 
 
-# --- the run context ------------------------------------------------------------------
+# --- the run: what each process builds for its tasks, and what the planner keeps --------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every task of a run gets besides its recording, serialisable (no secrets, nothing
+    open): a worker process on another machine builds its own engine and limits from it."""
+
+    run_id: str
+    settings: Settings
+    options_hash: str
 
 
 @dataclass
-class RunContext:
-    """Everything the recordings of one run share (engine, limits, catalog writer)."""
+class RunResources:
+    """What the recordings of one run share within one process (engine, limits, output
+    ledger): built by the first task a process runs for the run (:func:`resources_for`)."""
 
-    run_id: str
-    plan: RunPlan
-    settings: Settings
+    spec: RunSpec
     out: OutputTree
     options: TranscribeOptions
     engine: Transcriber
-    limiter: RequestLimiter  # engine requests in flight (the engine takes a slot per attempt)
     chunk_slots: RequestLimiter  # chunks read and encoded at once (bounds memory)
     budget: Budget
-    catalog: CatalogWriter
-    started_at: float = field(default_factory=time.time)
-    aborted: RunAbort | None = None
+    ledger: OutputLedger
     scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
-    left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
+    aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def settings(self) -> Settings:
+        return self.spec.settings
+
+    @property
+    def options_hash(self) -> str:
+        return self.spec.options_hash
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.out.state_dir() / "chunks"
 
 
-def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None) -> RunContext:
-    """Build the run's shared state and register it under its id (tasks look it up)."""
-    settings = plan.settings
-    run_id = run_id or new_run_id()
-    limiter = RequestLimiter(settings.concurrency)
+# Per process, by run id: a cache, not a registry — a process that has not seen the run
+# builds its resources from the task's RunSpec. Guarded by _BUILT_LOCK (threads of a process).
+_BUILT: dict[str, RunResources] = {}
+_BUILT_LOCK = threading.Lock()
+_RUNS_KEPT = 2  # a long-lived Dask worker keeps the resources of its last runs only
+
+
+def resources_for(spec: RunSpec) -> RunResources:
+    """This process's resources for the run (built, engine checked, on first use)."""
+    with _BUILT_LOCK:
+        res = _BUILT.get(spec.run_id)
+        if res is None:
+            res = _build_resources(spec)
+            if hasattr(res.engine, "prepare"):
+                asyncio.run(res.engine.prepare())  # type: ignore[attr-defined]  # key, model: fail fast
+            _keep(res)
+        return res
+
+
+def _keep(res: RunResources) -> None:
+    _BUILT[res.run_id] = res
+    while len(_BUILT) > _RUNS_KEPT:
+        scratch.release(_BUILT.pop(next(iter(_BUILT))).scratch)
+
+
+def _build_resources(
+    spec: RunSpec, engine: Transcriber | None = None, ledger: OutputLedger | None = None
+) -> RunResources:
+    settings = spec.settings
     engine = engine or get_transcriber(settings)
     if hasattr(engine, "limiter"):
-        engine.limiter = limiter  # type: ignore[attr-defined]
-    if plan.todo and hasattr(engine, "prepare"):
-        asyncio.run(engine.prepare())  # type: ignore[attr-defined]  # key, model, pricing: fail fast
+        remote = not is_local(settings.transcription_model)
+        engine.limiter = request_limiter(settings.concurrency, spec.run_id, remote=remote)  # type: ignore[attr-defined]
     out = OutputTree(settings.out)
-    scratch.sweep(out)  # what runs killed earlier left behind
-    ctx = RunContext(
-        run_id=run_id,
-        plan=plan,
-        settings=settings,
+    return RunResources(
+        spec=spec,
         out=out,
         options=transcribe_options(settings),
         engine=engine,
-        limiter=limiter,
         chunk_slots=RequestLimiter(_chunks_read_ahead(engine, settings)),
         budget=Budget(settings.budget_usd),
-        catalog=CatalogWriter(out, run_id, writer=_writer_name(settings)),
-        scratch=scratch.run_scratch(out, run_id) if plan.todo else None,
+        ledger=ledger or OutputLedger.load(out, CatalogIndex.load(out), _writer_name(settings)),
     )
-    _RUNS[run_id] = ctx
-    return ctx
+
+
+def release_resources(run_id: str) -> None:
+    """Drop this process's resources of a finished run (its scratch folder with them)."""
+    with _BUILT_LOCK:
+        res = _BUILT.pop(run_id, None)
+    if res is not None:
+        scratch.release(res.scratch)
 
 
 def _chunks_read_ahead(engine: Transcriber, settings: Settings) -> int:
@@ -397,40 +441,99 @@ def _writer_name(settings: Settings) -> str:
     return "s" + settings.shard.replace("/", "of") if settings.shard else "w0"
 
 
-def get_run(run_id: str) -> RunContext:
-    return _RUNS[run_id]
+@dataclass
+class RunContext:
+    """What the planning process keeps for a run: the plan, the catalog writer, the outcome."""
+
+    spec: RunSpec
+    plan: RunPlan
+    out: OutputTree
+    catalog: CatalogWriter
+    started_at: float = field(default_factory=time.time)
+    aborted: RunAbort | None = None
+    left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def settings(self) -> Settings:
+        return self.spec.settings
+
+    @property
+    def model(self) -> str:
+        return self.settings.transcription_model
 
 
-# --- one recording --------------------------------------------------------------------
+def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None) -> RunContext:
+    """Start a run: the planning process builds its own resources now (so a bad key or model
+    stops the run before any task); tasks in other processes build theirs from the spec."""
+    settings = plan.settings
+    spec = RunSpec(run_id or new_run_id(), settings, plan.options_hash)
+    out = OutputTree(settings.out)
+    scratch.sweep(out)  # what runs killed earlier left behind
+    res = _build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
+    if plan.todo and hasattr(res.engine, "prepare"):
+        asyncio.run(res.engine.prepare())  # type: ignore[attr-defined]  # key, model, pricing: fail fast
+    with _BUILT_LOCK:
+        _keep(res)
+    return RunContext(
+        spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer=_writer_name(settings))
+    )
 
 
-def transcribe_recording(rec: Recording, ctx: RunContext) -> RecordingResult | None:
-    """Transcribe one recording and write its sidecars and catalog rows (never raises,
-    except RunAbort, which stops the run). None: the run was interrupted before the recording
-    finished (no row; its finished chunks stay checkpointed for the next run)."""
+# --- one recording (runs wherever the task runs) ------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordingOutcome:
+    """What a recording's task hands back to the planning process, serialisable."""
+
+    result: RecordingResult | None  # None: the run was interrupted before the recording finished
+    claims: tuple[dict[str, Any], ...] = ()  # ``outputs`` rows of the sidecars it wrote
+    left_alone: tuple[str, ...] = ()  # sidecar files voxflow did not write and did not replace
+    checkpoints: str | None = None  # its chunk checkpoints: dropped once the catalog has the rows
+
+
+def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
+    """Transcribe one recording and write its sidecars (never raises, except RunAbort, which
+    stops the run). Its catalog rows are written by the planning process from the outcome;
+    an interrupted recording has none (its finished chunks stay checkpointed)."""
     if interrupts.requested():
-        return None
+        return RecordingOutcome(None)
+    res = resources_for(spec)
     started = time.time()
     progress.emit("started", recording=rec.rel_path)
-    if ctx.aborted:
-        return _record(ctx, _failed(rec, ctx.aborted, ctx.plan, ctx.options.model, started, "not started: "))
-    checkpoints = None
+    if res.aborted:
+        return RecordingOutcome(
+            _failed(rec, res.aborted, res.options_hash, res.options.model, started, "not started: ")
+        )
     try:
-        result, checkpoints = _transcribe(rec, ctx, started)
+        return _transcribe(rec, res, started)
     except RunAbort as exc:
-        ctx.aborted = ctx.aborted or exc
+        res.aborted = res.aborted or exc
         raise
     except Exception as exc:  # a bug or an infrastructure fault: still one clear row
         if interrupts.requested():  # e.g. ffmpeg got the terminal's Ctrl-C too
-            return None
-        result = _failed(rec, exc, ctx.plan, ctx.options.model, started)
-    return _record(ctx, result, checkpoints.clear if checkpoints else None)
+            return RecordingOutcome(None)
+        return RecordingOutcome(_failed(rec, exc, res.options_hash, res.options.model, started))
+
+
+def record_outcome(ctx: RunContext, outcome: RecordingOutcome) -> RecordingResult | None:
+    """In the planning process: a task's outcome into the catalog (checkpoints dropped once flushed)."""
+    if outcome.result is None:
+        return None
+    ctx.catalog.add_rows("outputs", outcome.claims)
+    ctx.left_alone.extend(outcome.left_alone)
+    clear = ChunkCheckpoints(Path(outcome.checkpoints)).clear if outcome.checkpoints else None
+    return _record(ctx, outcome.result, clear)
 
 
 def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:
     """The row of a recording whose task raised (an infrastructure fault past its retries):
     the flow records it so the catalog and the manifest still name the recording."""
-    result = _failed(rec, exc, ctx.plan, ctx.options.model, prefix="task failed: ")
+    result = _failed(rec, exc, ctx.plan.options_hash, ctx.model, prefix="task failed: ")
     try:
         return _record(ctx, result)
     except Exception:  # the catalog itself is failing: the manifest still lists it
@@ -446,7 +549,7 @@ def _record(ctx: RunContext, result: RecordingResult, on_flushed: Callable[[], N
 def _failed(
     rec: Recording,
     exc: BaseException,
-    plan: RunPlan,
+    options_hash: str,
     model: str,
     started: float = 0.0,
     prefix: str = "",
@@ -456,15 +559,16 @@ def _failed(
         recording=rec,
         status="failed",
         model=model,
-        options_hash=plan.options_hash,
+        options_hash=options_hash,
         error_kind=kind,
         error_message=f"{rec.rel_path}: {prefix}{exc}",
         started_at=started or time.time(),
         finished_at=time.time(),
+        worker=where_am_i(),
     )
 
 
-def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[RecordingResult, ChunkCheckpoints | None]:
+def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingOutcome:
     suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
     with (
         local_copy(rec.uri, suffix=suffix, folder=_scratch_of(ctx)) as path,
@@ -485,18 +589,16 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
-    writes = _write_outputs(rec, transcript, playable_ms, ctx)
-    warnings += writes.left_alone
-    outputs = list(writes.written)
+    writes = [_write_outputs(rec, transcript, playable_ms, ctx.ledger, ctx.spec)]
     if translation is not None:
-        translated = _write_outputs(rec, translation, playable_ms, ctx)
-        warnings += translated.left_alone
-        outputs += translated.written
+        writes.append(_write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
+    left_alone = [note for w in writes for note in w.left_alone]
+    outputs = [uri for w in writes for uri in w.written]
     result = RecordingResult(
         recording=rec,
         status="done",
         model=ctx.options.model,
-        options_hash=ctx.plan.options_hash,
+        options_hash=ctx.options_hash,
         duration_ms=prepared.duration_ms,
         language=language_code(transcript.language),
         language_probability=transcript.language_probability,
@@ -509,11 +611,14 @@ def _transcribe(rec: Recording, ctx: RunContext, started: float) -> tuple[Record
         started_at=started,
         finished_at=time.time(),
         outputs=tuple(outputs),
-        warnings=tuple(warnings),
+        warnings=(*warnings, *left_alone),
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
+        worker=where_am_i(),
     )
-    return result, stats.checkpoints
+    claims = tuple(c.row() for w in writes for c in w.claims)
+    folder = str(stats.checkpoints.folder) if stats.checkpoints else None
+    return RecordingOutcome(result, claims, tuple(left_alone), folder)
 
 
 def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:
@@ -526,14 +631,14 @@ def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats)
     )
 
 
-def _scratch_of(ctx: RunContext) -> Path:
+def _scratch_of(ctx: RunResources) -> Path:
     """The run's scratch folder (made on first use, e.g. by a worker process)."""
     if ctx.scratch is None or not ctx.scratch.is_dir():
         ctx.scratch = scratch.run_scratch(ctx.out, ctx.run_id)
     return ctx.scratch
 
 
-def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunContext) -> Transcript | None:
+def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResources) -> Transcript | None:
     """The English version --translate-to asks for, when the recording is in another language:
     each chunk translated offline by the multilingual model (Whisper's translate task)."""
     from voxflow.engines.local import LocalTranscriber
@@ -581,7 +686,7 @@ class ChunkStats:
 
 
 async def _transcribe_and_close(
-    prepared: PreparedAudio, rec: Recording, ctx: RunContext
+    prepared: PreparedAudio, rec: Recording, ctx: RunResources
 ) -> tuple[Transcript, ChunkStats]:
     """Transcribe in this thread's event loop, then close the engine's pool for this loop."""
     try:
@@ -599,7 +704,7 @@ async def _transcribe_and_close(
 
 
 async def transcribe_prepared(
-    prepared: PreparedAudio, rec: Recording, ctx: RunContext
+    prepared: PreparedAudio, rec: Recording, ctx: RunResources
 ) -> tuple[Transcript, ChunkStats]:
     """Transcribe a prepared recording chunk by chunk, concurrently, and stitch the parts."""
     stats = ChunkStats(recording=rec.rel_path)
@@ -615,7 +720,7 @@ async def transcribe_prepared(
     )
     speech = [s for s in spans if not _all_silence(s, prepared.silences)]
     stats.chunks = len(spans)
-    checkpoints = ChunkCheckpoints(ctx.checkpoint_dir / rec.recording_id / ctx.plan.options_hash)
+    checkpoints = ChunkCheckpoints(ctx.checkpoint_dir / rec.recording_id / ctx.options_hash)
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(_transcribe_span(span, prepared, ctx, checkpoints, stats)) for span in speech]
@@ -633,7 +738,7 @@ def _all_silence(span: Span, silences: tuple[Span, ...]) -> bool:
 async def _transcribe_span(
     span: Span,
     prepared: PreparedAudio,
-    ctx: RunContext,
+    ctx: RunResources,
     checkpoints: ChunkCheckpoints,
     stats: ChunkStats,
 ) -> Transcript:
@@ -677,7 +782,7 @@ def _gated(part: Transcript, stats: ChunkStats) -> Transcript:
 async def _split_and_transcribe(
     span: Span,
     prepared: PreparedAudio,
-    ctx: RunContext,
+    ctx: RunResources,
     checkpoints: ChunkCheckpoints,
     stats: ChunkStats,
 ) -> Transcript:
@@ -865,7 +970,7 @@ def write_sidecars(
     rec: Recording,
     transcript: Transcript,
     duration_ms: int,
-    plan: RunPlan,
+    ledger: OutputLedger,
     settings: Settings,
     *,
     run_id: str = "",
@@ -885,26 +990,30 @@ def write_sidecars(
         extra={"source": printable_name(rec.rel_path), "recording_id": rec.recording_id},
     )
     rendered = render_sidecars(doc, settings.formats)
-    targets = _sidecar_targets(rec, language, plan, settings)
+    targets = _sidecar_targets(rec, language, ledger, settings)
     writable = [t for t in targets if t.state != "foreign" or settings.overwrite]
     now = time.time()
     claims = [
-        Claim(
-            plan.ledger.key(t.uri), rec.recording_id, rec.uri, sha256_of(rendered[t.fmt].encode("utf-8")), run_id, now
-        )
+        Claim(ledger.key(t.uri), rec.recording_id, rec.uri, sha256_of(rendered[t.fmt].encode("utf-8")), run_id, now)
         for t in writable
     ]
-    plan.ledger.journal(claims, writer, run_id)
+    ledger.journal(claims, writer, run_id)
     written = [t.tree.write_text(t.rel, rendered[t.fmt]) for t in writable]
     left_alone = [_left_alone_note(t) for t in targets if t not in writable]
     return SidecarWrites(written, claims, left_alone)
 
 
-def _write_outputs(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> SidecarWrites:
-    """write_sidecars within a run: the claims go to the catalog with the recording's rows."""
-    writes = write_sidecars(
-        rec, transcript, duration_ms, ctx.plan, ctx.settings, run_id=ctx.run_id, writer=_writer_name(ctx.settings)
-    )
+def _write_outputs(
+    rec: Recording, transcript: Transcript, duration_ms: int, ledger: OutputLedger, spec: RunSpec
+) -> SidecarWrites:
+    """write_sidecars within a run (the claims reach the catalog with the recording's rows)."""
+    writer = _writer_name(spec.settings)
+    return write_sidecars(rec, transcript, duration_ms, ledger, spec.settings, run_id=spec.run_id, writer=writer)
+
+
+def _write_here(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> SidecarWrites:
+    """_write_outputs in the planning process: claims and notes go straight to the run."""
+    writes = _write_outputs(rec, transcript, duration_ms, ctx.plan.ledger, ctx.spec)
     ctx.catalog.add_rows("outputs", [c.row() for c in writes.claims])
     ctx.left_alone.extend(writes.left_alone)
     return writes
@@ -912,13 +1021,14 @@ def _write_outputs(rec: Recording, transcript: Transcript, duration_ms: int, ctx
 
 def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> RecordingResult:
     """Write the sidecars of an already-transcribed recording (moved, renamed, or sidecars
-    deleted) from the catalog, without the engine; copies its rows under this run."""
+    deleted) from the catalog, without the engine; copies its rows under this run. Runs in
+    the planning process (no engine, no model: nothing worth a worker)."""
     started = time.time()
     try:
         transcript = load_transcript(ctx.out, done)
-        writes = _write_outputs(rec, transcript, round(done.duration_s * 1000), ctx)
+        writes = _write_here(rec, transcript, round(done.duration_s * 1000), ctx)
     except VoxflowError as exc:
-        return _record(ctx, _failed(rec, exc, ctx.plan, done.model, started))
+        return _record(ctx, _failed(rec, exc, ctx.plan.options_hash, done.model, started))
     result = RecordingResult(
         recording=rec,
         status="done",
@@ -935,6 +1045,7 @@ def restore_recording(rec: Recording, done: DoneRecord, ctx: RunContext) -> Reco
             f"sidecars restored from the catalog (run {done.run_id}); not sent to the engine",
             *writes.left_alone,
         ),
+        worker=where_am_i(),
     )
     return _record(ctx, result)
 
@@ -946,15 +1057,15 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
     leader = next((r for r in results if r.recording.recording_id == twin.recording_id), None)
     if leader is None:
         why = ctx.aborted or VoxflowError("the file with the same content was not transcribed")
-        return _record(ctx, _failed(twin, why, ctx.plan, ctx.options.model, started, "not started: "))
+        return _record(ctx, _failed(twin, why, ctx.plan.options_hash, ctx.model, started, "not started: "))
     if leader.status != "done":
         failed = replace(leader, recording=twin, error_message=f"{twin.rel_path}: {leader.error_message}")
         return _record(ctx, failed)
     transcript = Transcript(leader.text, leader.language, leader.segments)
     try:
-        writes = _write_outputs(twin, transcript, leader.duration_ms, ctx)
+        writes = _write_here(twin, transcript, leader.duration_ms, ctx)
     except VoxflowError as exc:
-        return _record(ctx, _failed(twin, exc, ctx.plan, leader.model, started))
+        return _record(ctx, _failed(twin, exc, ctx.plan.options_hash, leader.model, started))
     note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
     twin_result = replace(
         leader,
@@ -966,6 +1077,7 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
         cost_usd=0.0,
         started_at=started,
         finished_at=time.time(),
+        worker=where_am_i(),
     )
     return _record(ctx, twin_result)
 
@@ -1022,7 +1134,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "run_id": ctx.run_id,
         "source": plan.source,
         "settings": ctx.settings.public_dict(),
-        "model": ctx.options.model,
+        "model": ctx.model,
         "options_hash": plan.options_hash,
         "started_at": ctx.started_at,
         "finished_at": time.time(),
@@ -1053,8 +1165,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     manifest_uri = ctx.out.write_text(
         f"runs/{ctx.run_id}.json", json.dumps(printable_tree(manifest), indent=2, default=str)
     )
-    _RUNS.pop(ctx.run_id, None)
-    scratch.release(ctx.scratch)
+    release_resources(ctx.run_id)
     return RunSummary(
         run_id=ctx.run_id,
         done=manifest["counts"]["done"],
@@ -1081,12 +1192,13 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
 
 def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
     """Run a plan without Prefect, one recording after another (no-op runs, tests)."""
-    ctx = open_run(plan, run_id, engine=_engine_if_needed(plan))
+    ctx = open_run(plan, run_id)
     results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
     for rec in plan.todo:
         try:
-            result = transcribe_recording(rec, ctx)
-        except RunAbort:
+            result = record_outcome(ctx, transcribe_recording(rec, ctx.spec))
+        except RunAbort as exc:
+            ctx.aborted = ctx.aborted or exc
             continue
         if result is not None:
             results.append(result)
@@ -1110,14 +1222,17 @@ class _NullEngine:
 
 
 __all__ = [
+    "RecordingOutcome",
     "RunContext",
     "RunPlan",
+    "RunSpec",
     "RunSummary",
     "finish_run",
-    "get_run",
     "is_local",
     "open_run",
     "plan_run",
+    "record_outcome",
+    "resources_for",
     "restore_recording",
     "run_inline",
     "task_failed",
