@@ -35,9 +35,11 @@ from voxflow.audiobook import ChunkAudio  # noqa: E402
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, TranscribeOptions  # noqa: E402
 from voxflow.limits import Budget, RequestLimiter  # noqa: E402
 from voxflow.models import AudioChunk  # noqa: E402
+from voxflow.narrate.prepare import prepare_document  # noqa: E402
+from voxflow.narrate.read import read_document  # noqa: E402
+from voxflow.narrate.words import number_words  # noqa: E402
 from voxflow.narration import ChunkCache, plan_narration, run_inline, scan_documents, synthesise_chunks  # noqa: E402
 from voxflow.settings import OpenRouterSettings, Settings  # noqa: E402
-from voxflow.text import number_words, prepare_document, read_document  # noqa: E402
 
 TEXTS = ROOT / "sample_data" / "texts"
 VOICE = "local/en_US-joe-medium"
@@ -146,7 +148,7 @@ def fanout(latency_ms: int, concurrency: int, chunks: int) -> None:
         settings.__dict__["openrouter"] = OpenRouterSettings(api_key=handle.key, base_url=handle.url)
         model = "openai/gpt-4o-mini-tts-2025-12-15"
         synth = OpenRouterSynthesizer(model, settings, voice="alloy")
-        from voxflow.text import Chapter, Document
+        from voxflow.narrate.document import Chapter, Document
 
         paragraphs = tuple(f"Line {n}." for n in range(1, chunks + 1))
         doc = Document("mem://bench", "md", "Bench", None, (Chapter(0, "Bench", paragraphs),))

@@ -30,8 +30,9 @@ from voxflow.audiobook import (
 )
 from voxflow.engines.base import SpeechAudio, SynthesisOptions
 from voxflow.errors import AudioError, ConfigError
+from voxflow.narrate.document import Chapter, Document
+from voxflow.narrate.prepare import prepare_document
 from voxflow.sources import OutputTree
-from voxflow.text import Chapter, Document, prepare_document
 
 RATE = 22_050
 
@@ -210,7 +211,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[audiobook.Audiob
         ],
     )
     cover = (Path(__file__).resolve().parent.parent / "sample_data/texts/aesop-second-selection.epub").read_bytes()
-    from voxflow.text import read_document
+    from voxflow.narrate.read import read_document
 
     doc = read_document(str(Path(__file__).resolve().parent.parent / "sample_data/texts/aesop-second-selection.epub"))
     assert cover and doc.cover

@@ -24,6 +24,8 @@ import webvtt
 from tests.test_audiobook import ToneSynth, ffmpeg_levels, ffprobe, seconds
 from voxflow.engines.base import SpeechAudio, SynthesisOptions
 from voxflow.errors import RequestRejected, RunAbort, UnknownModel
+from voxflow.narrate.prepare import prepare_document
+from voxflow.narrate.read import read_document
 from voxflow.narration import (
     ChunkCache,
     NarrationOptions,
@@ -36,7 +38,6 @@ from voxflow.narration import (
 )
 from voxflow.settings import OpenRouterSettings, Settings
 from voxflow.sources import OutputTree
-from voxflow.text import prepare_document, read_document
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ROOT / "sample_data" / "texts"
@@ -570,10 +571,10 @@ def test_a_damaged_cache_entry_is_synthesised_again(tmp_path: Path) -> None:
 def test_a_sentence_lost_in_preparation_fails_the_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Case 4: when the chunks do not add up to the prepared text (a splitter that drops a
     sentence, as the shared pysbd Segmenter did under threads) the book fails; no 'done'."""
-    import voxflow.text
+    from voxflow.narrate import prepare
 
-    real = voxflow.text.split_sentences
-    monkeypatch.setattr(voxflow.text, "split_sentences", lambda text, language="en": real(text, language)[:1])
+    real = prepare.split_sentences
+    monkeypatch.setattr(prepare, "split_sentences", lambda text, language="en": real(text, language)[:1])
     source = tmp_path / "in"
     source.mkdir()
     (source / "story.txt").write_text(small_document(2))

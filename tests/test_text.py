@@ -1,4 +1,4 @@
-"""Unit tests of corpus reading, text preparation, chunking and the lexicon (voxflow.text)."""
+"""Unit tests of corpus reading, text preparation, chunking and the lexicon (voxflow.narrate)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voxflow.errors import ConfigError, TextError
-from voxflow.text import (
-    Chapter,
-    Document,
-    Lexicon,
-    LexiconEntry,
-    _Notes,
-    clean_text,
-    decode_text,
-    match_heading,
-    number_words,
-    prepare_document,
-    read_document,
-    roman_to_int,
-    split_long,
-    split_sentences,
-    year_words,
-)
+from voxflow.narrate.document import Chapter, Document, Notes
+from voxflow.narrate.lexicon import Lexicon, LexiconEntry
+from voxflow.narrate.prepare import clean_text, prepare_document, split_long, split_sentences
+from voxflow.narrate.read import decode_text, read_document
+from voxflow.narrate.read.plain import match_heading
+from voxflow.narrate.words import number_words, roman_to_int, year_words
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ROOT / "sample_data" / "texts"
@@ -314,7 +303,7 @@ def test_other_scripts_are_kept_for_multilingual_voices() -> None:
 
 
 def test_cleaning_is_reported() -> None:
-    notes = _Notes()
+    notes = Notes()
     clean_text("Go to https://example.org/a/b now[3] 😀", notes)
     kinds = [n.kind for n in notes.items]
     assert kinds.count("url") == 1 and "footnote" in kinds and "unspeakable" in kinds

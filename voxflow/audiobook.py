@@ -39,8 +39,8 @@ import numpy as np
 from voxflow import media, scratch
 from voxflow.errors import AudioError, ConfigError, OutputError
 from voxflow.models import Cue
+from voxflow.narrate.document import PreparedChapter, TextChunk
 from voxflow.sources import OutputTree
-from voxflow.text import PreparedChapter, TextChunk
 
 FRAME_MS = 10
 VOICED_DB = -50.0  # a 10 ms frame louder than this (or than peak − 40 dB) is speech

@@ -57,6 +57,10 @@ from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, S
 from voxflow.fsnames import printable_name, raw_name
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import Recording
+from voxflow.narrate.document import PreparedDocument, TextChunk
+from voxflow.narrate.lexicon import Lexicon
+from voxflow.narrate.prepare import DEFAULT_MAX_CHARS, check_chunks, credits_chunks, prepare_document, split_long
+from voxflow.narrate.read import document_format, read_document
 from voxflow.settings import Settings
 from voxflow.sources import (
     HashCache,
@@ -66,18 +70,6 @@ from voxflow.sources import (
     new_run_id,
     resolve,
     write_local_atomic,
-)
-from voxflow.text import (
-    DEFAULT_MAX_CHARS,
-    Lexicon,
-    PreparedDocument,
-    TextChunk,
-    check_chunks,
-    credits_chunks,
-    document_format,
-    prepare_document,
-    read_document,
-    split_long,
 )
 
 NARRATION_VERSION = "1"  # bump when the output layout changes: every book is re-assembled
@@ -789,7 +781,7 @@ def _chunk_audio(audio: Mapping[str, ChunkAudio], chunk: TextChunk, digest: str)
 
 
 def _credit_chapter(chunk: TextChunk, title: str) -> Any:
-    from voxflow.text import PreparedChapter
+    from voxflow.narrate.document import PreparedChapter
 
     return PreparedChapter(-1, title, (chunk,))
 
