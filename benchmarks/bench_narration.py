@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voxflow import media  # noqa: E402
-from voxflow.audiobook import ChunkAudio  # noqa: E402
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, TranscribeOptions  # noqa: E402
 from voxflow.limits import Budget, RequestLimiter  # noqa: E402
 from voxflow.models import AudioChunk  # noqa: E402
+from voxflow.narrate.assembly.chunks import ChunkAudio  # noqa: E402
 from voxflow.narrate.prepare import prepare_document  # noqa: E402
 from voxflow.narrate.read import read_document  # noqa: E402
 from voxflow.narrate.words import number_words  # noqa: E402

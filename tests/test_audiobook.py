@@ -17,19 +17,14 @@ import numpy as np
 import pytest
 import webvtt
 
-from voxflow import audiobook, media
-from voxflow.audiobook import (
-    AssemblyOptions,
-    BookMeta,
-    ChapterAudio,
-    ChunkAudio,
-    Pauses,
-    analyse_chunk,
-    plan_files,
-    render_book,
-)
+from voxflow import media
 from voxflow.engines.base import SpeechAudio, SynthesisOptions
 from voxflow.errors import AudioError, ConfigError
+from voxflow.narrate.assembly import Audiobook, render_book
+from voxflow.narrate.assembly.chunks import ChunkAudio, analyse_chunk
+from voxflow.narrate.assembly.mastering import master_mp3
+from voxflow.narrate.assembly.options import AssemblyOptions, BookMeta, Pauses
+from voxflow.narrate.assembly.timeline import ChapterAudio, TimelineStats, plan_files
 from voxflow.narrate.document import Chapter, Document
 from voxflow.narrate.prepare import prepare_document
 from voxflow.sources import OutputTree
@@ -201,7 +196,7 @@ def test_options_are_validated() -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[audiobook.Audiobook, list[ChapterAudio], Path]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Audiobook, list[ChapterAudio], Path]:
     tmp = tmp_path_factory.mktemp("book")
     book = book_of(
         tmp,
@@ -321,8 +316,8 @@ def test_mastering_brings_quiet_and_loud_audio_into_spec(tmp_path: Path, kind: s
     wav = _wav_of(tmp_path, samples)
     x = (np.clip(samples, -1, 1) * 32767).astype(np.int16).astype(float)
     rms = 20 * np.log10(np.sqrt((x**2).mean()) / 32768)
-    stats = audiobook.TimelineStats(len(x), rms, 20 * np.log10(np.abs(x).max() / 32768))
-    report = audiobook.master_mp3(wav, str(tmp_path / "o.mp3"), stats, AssemblyOptions(), name="o.mp3")
+    stats = TimelineStats(len(x), rms, 20 * np.log10(np.abs(x).max() / 32768))
+    report = master_mp3(wav, str(tmp_path / "o.mp3"), stats, AssemblyOptions(), name="o.mp3")
     assert report.passed, report.as_dict()
     levels = ffmpeg_levels(tmp_path / "o.mp3")
     assert -23 <= levels["rms"] <= -18 and levels["peak"] <= -3

@@ -106,7 +106,8 @@ def test_done_when(corpus: dict[str, Any], name: str) -> None:
     from mutagen.id3 import ID3
     from mutagen.mp3 import MP3
 
-    from voxflow.audiobook import Pauses, analyse_chunk, load_samples
+    from voxflow.narrate.assembly.chunks import analyse_chunk, load_samples
+    from voxflow.narrate.assembly.options import Pauses
 
     out, source = corpus["out"], corpus["source"]
     folder = out / "audiobooks" / name.rsplit(".", 1)[0]

@@ -368,7 +368,7 @@ def _float(value: object) -> float | None:
 
 
 # --- narration: assembly and mastering --------------------------------------------------
-# Used by voxflow.audiobook: measure levels with astats + ebur128, resample, master and
+# Used by voxflow.narrate.assembly: measure levels with astats + ebur128, resample, master and
 # encode MP3 (CBR) or M4B (AAC, chapters, cover) in one streaming ffmpeg pass each.
 
 from dataclasses import dataclass as _dataclass  # noqa: E402

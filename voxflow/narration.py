@@ -40,16 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from voxflow import interrupts, progress, scratch
-from voxflow.audiobook import (
-    AssemblyOptions,
-    Audiobook,
-    BookMeta,
-    ChapterAudio,
-    ChunkAudio,
-    Pauses,
-    render_book,
-    safe_name,
-)
 from voxflow.catalog import CatalogWriter
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
@@ -57,6 +47,10 @@ from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, S
 from voxflow.fsnames import printable_name, raw_name
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import Recording
+from voxflow.narrate.assembly import Audiobook, render_book
+from voxflow.narrate.assembly.chunks import ChunkAudio
+from voxflow.narrate.assembly.options import AssemblyOptions, BookMeta, Pauses
+from voxflow.narrate.assembly.timeline import ChapterAudio, safe_name
 from voxflow.narrate.document import PreparedDocument, TextChunk
 from voxflow.narrate.lexicon import Lexicon
 from voxflow.narrate.prepare import DEFAULT_MAX_CHARS, check_chunks, credits_chunks, prepare_document, split_long
