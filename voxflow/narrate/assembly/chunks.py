@@ -79,17 +79,31 @@ def analyse_chunk(samples: np.ndarray, rate: int, weights: Sequence[int]) -> Chu
     first, last = int(voiced[0]), int(voiced[-1])
     start = max(0, first * frame - rate * TRIM_GUARD_IN_MS // 1000)
     end = min(len(samples), (last + 1) * frame + rate * TRIM_GUARD_OUT_MS // 1000)
+    gaps = _silent_runs(db[first : last + 1] <= threshold - 10, first, frame)
+    return ChunkShape(start, end, _place_boundaries(gaps, start, end, weights, rate))
+
+
+def _silent_runs(quiet: np.ndarray, first: int, frame: int) -> list[tuple[int, int]]:
+    """(start, end) samples of each run of quiet frames of at least GAP_MIN_MS; ``quiet``
+    flags the frames from frame ``first`` on (a run still open at the end does not count)."""
     gaps: list[tuple[int, int]] = []
     run = None
     min_run = max(1, GAP_MIN_MS // FRAME_MS)
-    for i in range(first, last + 1):
-        quiet = db[i] <= threshold - 10
-        if quiet and run is None:
+    for i in range(first, first + len(quiet)):
+        if quiet[i - first] and run is None:
             run = i
-        elif not quiet and run is not None:
+        elif not quiet[i - first] and run is not None:
             if i - run >= min_run:
                 gaps.append((run * frame, i * frame))
             run = None
+    return gaps
+
+
+def _place_boundaries(
+    gaps: list[tuple[int, int]], start: int, end: int, weights: Sequence[int], rate: int
+) -> tuple[int, ...]:
+    """Each sentence boundary (relative to ``start``) at the middle of the silent run nearest
+    to where its share of the characters puts it (within a window), else at that estimate."""
     boundaries: list[int] = []
     total = sum(weights) or 1
     span = end - start
@@ -109,4 +123,4 @@ def analyse_chunk(samples: np.ndarray, rate: int, weights: Sequence[int]) -> Chu
         point = best if best is not None else max(previous + 1, min(expected, span - 1))
         boundaries.append(point)
         previous = point
-    return ChunkShape(start, end, tuple(boundaries))
+    return tuple(boundaries)

@@ -139,18 +139,13 @@ def read_plain(uri: str, text: str, stem: str, encoding: str, notes: Notes) -> D
     licence dropped, a short front matter before the first chapter dropped."""
     text = _strip_gutenberg(text, notes)
     meta: dict[str, str] = {}
-    blocks = _paragraph_blocks(text)
     chapters: list[tuple[str, str, list[str]]] = []  # (title, spoken, paragraphs)
     preamble: list[str] = []
     romans = 0
     pending_subtitle = False
-    for block in blocks:
+    for block in _paragraph_blocks(text):
         lines = [ln.strip() for ln in block.strip().split("\n") if ln.strip()]
-        if not chapters and len(lines) <= 3 and all(_META_LINE.match(ln) for ln in lines):
-            for ln in lines:
-                m = _META_LINE.match(ln)
-                assert m is not None
-                meta.setdefault(m[1].lower(), m[2].strip())
+        if not chapters and _read_meta(lines, meta):
             continue
         heading = match_heading(lines[0]) if len(lines) <= 2 else None
         if heading and len(lines) == 2 and not _subtitle_like(lines[1]):
@@ -158,27 +153,52 @@ def read_plain(uri: str, text: str, stem: str, encoding: str, notes: Notes) -> D
         if heading:
             title, spoken = heading.title, heading.spoken
             if len(lines) == 2 and not heading.has_rest:
-                sub = _title_case(lines[1])
-                title, spoken = f"{title}. {sub}", end_sentence(f"{spoken.rstrip('.')}. {sub}")
+                title, spoken = _with_subtitle(title, spoken, lines[1])
             romans += heading.kind == "roman"
             chapters.append((title, spoken, []))
             pending_subtitle = len(lines) == 1 and not heading.has_rest
             continue
         if pending_subtitle and len(lines) == 1 and _subtitle_like(lines[0]) and not chapters[-1][2]:
             title, spoken, _ = chapters[-1]
-            sub = _title_case(lines[0])
-            chapters[-1] = (f"{title}. {sub}", end_sentence(f"{spoken.rstrip('.')}. {sub}"), [])
+            chapters[-1] = (*_with_subtitle(title, spoken, lines[0]), [])
             pending_subtitle = False
             continue
         pending_subtitle = False
-        paragraph = " ".join(lines)
-        (chapters[-1][2] if chapters else preamble).append(paragraph)
+        (chapters[-1][2] if chapters else preamble).append(" ".join(lines))
     title = meta.get("title") or pretty_title(stem)
     if chapters and romans == len(chapters) and romans < 2:
         # one lone "I." is more likely a line of text than a chapter heading
         only = chapters[0]
         preamble = [*preamble, only[0], *only[2]]
         chapters = []
+    return text_document(uri, "txt", title, meta, _chapters(title, preamble, chapters, notes), encoding, notes)
+
+
+def _read_meta(lines: list[str], meta: dict[str, str]) -> bool:
+    """Take a header block of ``Title:``/``Author:``/``Language:`` lines into ``meta``;
+    False when the block is not one."""
+    if len(lines) > 3:
+        return False
+    matches = [_META_LINE.match(ln) for ln in lines]
+    if not all(matches):
+        return False
+    for m in matches:
+        assert m is not None
+        meta.setdefault(m[1].lower(), m[2].strip())
+    return True
+
+
+def _with_subtitle(title: str, spoken: str, line: str) -> tuple[str, str]:
+    """A heading's (title, spoken) with the chapter's title from the line after it."""
+    sub = _title_case(line)
+    return f"{title}. {sub}", end_sentence(f"{spoken.rstrip('.')}. {sub}")
+
+
+def _chapters(
+    title: str, preamble: list[str], chapters: list[tuple[str, str, list[str]]], notes: Notes
+) -> list[Chapter]:
+    """The document's chapters: the text before the first heading is a chapter of its own
+    (titled as the book) unless it is a few short lines of front matter, which are dropped."""
     result: list[Chapter] = []
     if preamble and chapters:
         size = sum(len(p) for p in preamble)
@@ -191,7 +211,7 @@ def read_plain(uri: str, text: str, stem: str, encoding: str, notes: Notes) -> D
         result.append(Chapter(0, title, tuple(preamble)))
     for t, spoken, paras in chapters:
         result.append(Chapter(len(result), t, tuple(paras), spoken))
-    return text_document(uri, "txt", title, meta, result, encoding, notes)
+    return result
 
 
 def _strip_gutenberg(text: str, notes: Notes) -> str:
