@@ -133,8 +133,8 @@ def embedded(work: Path) -> None:
 
 
 def fanout(latency_ms: int, concurrency: int, chunks: int) -> None:
-    from voxflow.emulator import EmulatorConfig, start_emulator_in_thread
     from voxflow.engines.openrouter import OpenRouterSynthesizer
+    from voxflow.testing.emulator import EmulatorConfig, start_emulator_in_thread
 
     print(f"\n== synthesis fan-out against the emulator ({latency_ms} ms latency, concurrency {concurrency}) ==")
     print("(the emulator speaks with a tone voice here: its own Piper would be the bottleneck, not voxflow)")

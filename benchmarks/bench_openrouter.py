@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voxflow.emulator import start_emulator_in_thread  # noqa: E402
+from voxflow.testing.emulator import start_emulator_in_thread  # noqa: E402
 
 KEY = "sk-or-bench"
 FAULTS_20 = "429:0.05,500:0.04,502:0.03,503:0.03,524:0.02,529:0.02,drop:0.01"

@@ -157,7 +157,7 @@ def ffprobe_seconds(path: Path) -> float:
 def emulator(monkeypatch: pytest.MonkeyPatch):
     """Start OpenRouter emulators on 127.0.0.1 (``emulator(key, **config)``) and point the
     OpenRouter settings at the last one; all are stopped after the test."""
-    from voxflow.emulator import start_emulator_in_thread
+    from voxflow.testing.emulator import start_emulator_in_thread
 
     handles = []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voxflow.emulator import start_emulator_in_thread
+from voxflow.testing.emulator import start_emulator_in_thread
 
 KEY = "sk-or-v1-doctor-0123456789abcdef-SECRET"
 OTHER_KEY = "sk-or-v1-revoked-fedcba9876543210-SECRET"

@@ -19,13 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from voxflow.emulator import (
-    DEFAULT_KEY,
-    EmulatorConfig,
-    EmulatorHandle,
-    parse_faults,
-    start_emulator_in_thread,
-)
 from voxflow.engines.base import SynthesisOptions, TranscribeOptions
 from voxflow.engines.openrouter import (
     OpenRouterSynthesizer,
@@ -43,6 +36,13 @@ from voxflow.errors import (
 )
 from voxflow.models import AudioChunk, Transcript
 from voxflow.settings import OpenRouterSettings, Settings
+from voxflow.testing.emulator import (
+    DEFAULT_KEY,
+    EmulatorConfig,
+    EmulatorHandle,
+    parse_faults,
+    start_emulator_in_thread,
+)
 
 _ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = next(

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES, unprivileged
 from tests.s3server import free_port
-from voxflow.emulator import start_emulator_in_thread
+from voxflow.testing.emulator import start_emulator_in_thread
 
 KEY = "sk-or-v1-errors-surface-0123456789"
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests.test_openrouter_flow import tones
 from voxflow.catalog import CatalogWriter
-from voxflow.emulator import start_emulator_in_thread
 from voxflow.engines.openrouter import OpenRouterTranscriber
+from voxflow.testing.emulator import start_emulator_in_thread
 
 KEY = "sk-or-v1-test-0123456789abcdef-MANIFEST"
 VICTIM = "rec001.flac"

@@ -428,7 +428,7 @@ def test_dry_run_plans_without_synthesising(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def emulator():
-    from voxflow.emulator import EmulatorConfig, start_emulator_in_thread
+    from voxflow.testing.emulator import EmulatorConfig, start_emulator_in_thread
 
     handle = start_emulator_in_thread(EmulatorConfig())
     yield handle

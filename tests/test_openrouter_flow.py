@@ -22,8 +22,8 @@ import srt
 
 from tests.conftest import ROOT, ffmpeg, normal_words, reference_texts
 from voxflow import media
-from voxflow.emulator import fake_transcript
 from voxflow.settings import load_settings
+from voxflow.testing.emulator import fake_transcript
 from voxflow.transcription import plan_run, run_inline
 
 KEY = "sk-or-v1-test-0123456789abcdef-SECRET"

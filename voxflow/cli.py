@@ -663,7 +663,7 @@ def emulator(
     key: Annotated[list[str] | None, typer.Option(help="Accepted API key(s).")] = None,
 ) -> None:
     """Run the local OpenRouter emulator on 127.0.0.1 (tests, demos, benchmarks)."""
-    from voxflow.emulator import serve
+    from voxflow.testing.emulator import serve
 
     serve(port=port, faults=faults, latency_ms=latency_ms, keys=key or ["sk-or-emulator"])
 

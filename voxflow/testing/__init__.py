@@ -1,0 +1,1 @@
+"""Test support shipped with voxflow: the OpenRouter emulator (:mod:`voxflow.testing.emulator`)."""
