@@ -18,7 +18,7 @@ import pytest
 import webvtt
 
 from voxflow import media
-from voxflow.engines.base import SpeechAudio, SynthesisOptions
+from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import AudioError, ConfigError
 from voxflow.narrate.assembly import Audiobook, render_book
 from voxflow.narrate.assembly.chunks import ChunkAudio, analyse_chunk
@@ -50,7 +50,7 @@ def tone_pcm(text: str, rate: int = RATE, ms_per_char: float = 3.0, gain: float 
     return (np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes()
 
 
-class ToneSynth:
+class ToneSynth(Synthesizer):
     """Implements the Synthesizer protocol in milliseconds; records every text it gets."""
 
     def __init__(self, model: str = "local/tone-test", *, cost: float = 0.0, max_input_chars: int = 2000) -> None:

@@ -12,7 +12,7 @@ import jiwer
 import srt
 
 from tests.conftest import ffprobe_seconds, normal_words, reference_texts
-from voxflow.engines.base import TranscribeOptions
+from voxflow.engines.base import TranscribeOptions, Transcriber
 from voxflow.gates import gate_reason, gate_segments
 from voxflow.models import AudioChunk, Segment, Transcript, Word
 from voxflow.settings import load_settings
@@ -52,7 +52,7 @@ def test_gate_counts_what_it_drops() -> None:
     assert 0 < gated.max_chars_per_s < 20
 
 
-class LoopingEngine:
+class LoopingEngine(Transcriber):
     """An engine that answers like tiny.en did on spk1_snt1.wav, on every machine."""
 
     upload_format = "pcm"

@@ -22,7 +22,7 @@ import pytest
 import webvtt
 
 from tests.test_audiobook import ToneSynth, ffmpeg_levels, ffprobe, seconds
-from voxflow.engines.base import SpeechAudio, SynthesisOptions
+from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import RequestRejected, RunAbort, UnknownModel
 from voxflow.narrate.prepare import prepare_document
 from voxflow.narrate.read import read_document
@@ -44,7 +44,7 @@ TEXTS = ROOT / "sample_data" / "texts"
 LOCAL = "local/en_US-joe-medium"
 
 
-class Counting:
+class Counting(Synthesizer):
     """Wraps a real engine and records what it is asked to speak."""
 
     def __init__(self, inner: Any) -> None:

@@ -357,7 +357,7 @@ def _validate_model(settings: Settings, kind: str = "transcription", voice: str 
         from voxflow.engines.base import get_synthesizer, get_transcriber
 
         engine = get_transcriber(settings) if kind == "transcription" else get_synthesizer(settings)
-        engine.load()  # type: ignore[union-attr]
+        engine.load()
         return
     import asyncio
 

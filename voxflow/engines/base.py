@@ -1,4 +1,4 @@
-"""The two engine protocols and model routing.
+"""The engine seam (one base class per direction, every member with a default) and model routing.
 
 ``local/…`` model ids go to the embedded offline engines (:mod:`voxflow.engines.local`);
 anything else goes to OpenRouter (:mod:`voxflow.engines.openrouter`). Engines are async so
@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from voxflow.models import AudioChunk, Transcript
 
 if TYPE_CHECKING:
+    from voxflow.limits import RequestLimiter
     from voxflow.settings import Settings
 
 LOCAL_PREFIX = "local/"
 # Raise it when a change to voxflow changes what a transcript comes out as for the same
 # settings (cutting, stitching, timing): every recording is then transcribed again.
 PIPELINE_VERSION = 2
+NO_UPLOAD_LIMIT = sys.maxsize  # what max_upload_bytes() says when the engine takes any size
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,29 +79,66 @@ class SpeechAudio:
         return len(self.pcm) * 1000 // (2 * self.channels * self.sample_rate)
 
 
-@runtime_checkable
-class Transcriber(Protocol):
+class Engine(ABC):
+    """What every engine answers, with defaults that do nothing (httpx's ``BaseTransport`` way).
+
+    Callers use every member on every engine and never ask whether it is there; an engine
+    overrides only what it needs.
+    """
+
+    model: str
+
+    async def prepare(self) -> None:
+        """Check what can fail before a batch starts (key, model, voice, pricing); default: nothing."""
+        return None
+
+    async def aclose(self) -> None:
+        """Close what this event loop opened (an HTTP pool); default: nothing."""
+        return None
+
+    def load(self) -> object:
+        """Load the weights now, so a bad model is a usage error before the batch; default: nothing."""
+        return None
+
+    def use_limiter(self, limiter: RequestLimiter) -> bool:
+        """Offer the run's request limiter. True: the engine keeps it and holds one slot per
+        request it sends (never during a backoff), so the caller must not hold one per call.
+        False (the default): the engine keeps nothing; the caller gates its calls if it wants."""
+        return False
+
+
+class Transcriber(Engine):
     """Speech to text for one chunk at a time."""
 
-    model: str
     upload_format: str  # the AudioChunk.format this engine wants
     max_chunk_s: float  # longest chunk it accepts
+    waiting_chunks: int | None = None  # chunks worth reading ahead; None: the caller decides
 
+    @abstractmethod
     async def transcribe(self, chunk: AudioChunk, options: TranscribeOptions) -> Transcript:
         """What was said in ``chunk``, times relative to the chunk's start."""
-        ...
+
+    def estimate_cost(self, duration_ms: int) -> float:
+        """USD this engine expects to charge for ``duration_ms`` of audio; 0.0: free or unknown."""
+        return 0.0
+
+    def max_upload_bytes(self) -> int:
+        """Largest encoded chunk this engine accepts; default: no limit."""
+        return NO_UPLOAD_LIMIT
 
 
-@runtime_checkable
-class Synthesizer(Protocol):
+class Synthesizer(Engine):
     """Text to speech for one chunk of text at a time."""
 
-    model: str
     max_input_chars: int
 
+    @abstractmethod
     async def synthesise(self, text: str, options: SynthesisOptions) -> SpeechAudio:
         """Speech for ``text``."""
-        ...
+
+    def estimate_cost(self, chars: int) -> float:
+        """USD this engine expects to charge for speaking ``chars`` characters; 0.0: free or unknown."""
+        return 0.0
 
 
 def is_local(model: str) -> bool:

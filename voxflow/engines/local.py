@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from voxflow.engines.base import LOCAL_PREFIX, SpeechAudio, SynthesisOptions, TranscribeOptions
+from voxflow.engines.base import (
+    LOCAL_PREFIX,
+    SpeechAudio,
+    SynthesisOptions,
+    Synthesizer,
+    TranscribeOptions,
+    Transcriber,
+)
 from voxflow.engines.bundled import whisper_base_dir
 from voxflow.engines.multilingual import AUTO, BASE, is_multilingual, transcribe_by_language
 from voxflow.errors import ConfigError, EngineError
@@ -61,7 +68,7 @@ def pcm_to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
 
 
-class LocalTranscriber:
+class LocalTranscriber(Transcriber):
     """faster-whisper on CPU (int8), Silero VAD on, word timestamps on."""
 
     upload_format = "pcm"
@@ -192,7 +199,7 @@ def resolve_voice(model: str) -> tuple[Path, Path]:
     )
 
 
-class LocalSynthesizer:
+class LocalSynthesizer(Synthesizer):
     """Piper (ONNX) on CPU; one voice per process."""
 
     max_input_chars = 2000
