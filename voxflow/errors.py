@@ -71,15 +71,15 @@ class EngineError(VoxflowError):
 
 
 class TransientEngineError(EngineError):
-    """A failure worth retrying after a pause."""
-
-
-class RateLimited(TransientEngineError):
-    """HTTP 429; ``retry_after`` is the server's advice in seconds, if any."""
+    """A failure worth retrying after a pause; ``retry_after`` is the server's advice in seconds, if any."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(TransientEngineError):
+    """HTTP 429."""
 
 
 class EngineUnavailable(TransientEngineError):
@@ -105,7 +105,12 @@ class RequestRejected(PermanentEngineError):
 
 
 class BadResponse(PermanentEngineError):
-    """The engine answered 2xx with something we cannot use."""
+    """The engine answered 2xx with something we cannot use. ``transient``: the body was cut
+    short (almost always a dropped connection), so the request is worth sending again."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class RunAbort(EngineError):

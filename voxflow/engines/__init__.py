@@ -1,6 +1,7 @@
-"""Speech engines behind two small protocols; see :mod:`voxflow.engines.base`."""
+"""Speech engines behind one seam (a base class per direction); see :mod:`voxflow.engines.base`."""
 
 from voxflow.engines.base import (
+    Engine,
     SynthesisOptions,
     Synthesizer,
     TranscribeOptions,
@@ -11,6 +12,7 @@ from voxflow.engines.base import (
 )
 
 __all__ = [
+    "Engine",
     "SynthesisOptions",
     "Synthesizer",
     "TranscribeOptions",

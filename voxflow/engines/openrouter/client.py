@@ -170,14 +170,14 @@ class wait_retry_after(wait_base):  # lower case, like tenacity's own waits
         wait = float(self.fallback(retry_state))
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None and outcome.failed else None
-        advised = getattr(exc, "retry_after", None)
+        advised = exc.retry_after if isinstance(exc, TransientEngineError) else None
         if advised is not None:
             wait = max(wait, min(float(advised), self.cap))
         return wait
 
 
 def _is_truncated(exc: BaseException) -> bool:
-    return isinstance(exc, BadResponse) and getattr(exc, "transient", False)
+    return isinstance(exc, BadResponse) and exc.transient
 
 
 RETRY_ON = retry_if_exception_type(TransientEngineError) | retry_if_exception(_is_truncated)
@@ -240,25 +240,16 @@ def error_for_status(
     if status == 429:
         return RateLimited(text, retry_after=retry_after)
     if status == 408:
-        error: EngineError = EngineTimeout(text)
-    elif status == 401:
+        return EngineTimeout(text, retry_after=retry_after)
+    if status == 401:
         return AuthError(f"{text} — check OPENROUTER_API_KEY")
-    elif status == 402:
+    if status == 402:
         return OutOfCredits(f"{text} — add credits at OpenRouter, then rerun")
-    elif status == 404:
+    if status == 404:
         return UnknownModel(text)
-    elif status >= 500:
-        error = EngineUnavailable(text)
-    else:  # 400, 403, 413 and any other 4xx
-        return RequestRejected(text, status=status)
-    error.retry_after = retry_after  # type: ignore[attr-defined]  # honoured by the wait
-    return error
-
-
-def bad_response(message: str, *, transient: bool) -> BadResponse:
-    error = BadResponse(message)
-    error.transient = transient  # type: ignore[attr-defined]
-    return error
+    if status >= 500:
+        return EngineUnavailable(text, retry_after=retry_after)
+    return RequestRejected(text, status=status)  # 400, 403, 413 and any other 4xx
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
@@ -266,13 +257,13 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise bad_response(
+        raise BadResponse(
             f"OpenRouter answered {response.status_code} with a body that is not JSON "
             f"({len(response.content)} bytes; {exc.__class__.__name__})",
             transient=True,
         ) from None
     if not isinstance(body, dict):
-        raise bad_response("OpenRouter answered with JSON that is not an object", transient=False)
+        raise BadResponse("OpenRouter answered with JSON that is not an object", transient=False)
     return body
 
 
@@ -402,7 +393,7 @@ class OpenRouterClient:
                 result = parse(response)
             except BadResponse as exc:
                 message = self.redact(f"{exc} ({what})")
-                raise bad_response(message, transient=_is_truncated(exc)) from None
+                raise BadResponse(message, transient=_is_truncated(exc)) from None
             if limiter is not None:
                 limiter.succeeded()
             return result

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from voxflow.engines.base import TranscribeOptions, Transcriber
-from voxflow.engines.openrouter.client import bad_response, json_object
+from voxflow.engines.openrouter.client import json_object
 from voxflow.engines.openrouter.engine import OpenRouterEngine
 from voxflow.engines.openrouter.models import TEXT_ONLY_MODELS, transcription_cost
-from voxflow.errors import RequestRejected
+from voxflow.errors import BadResponse, RequestRejected
 from voxflow.models import AudioChunk, Segment, Transcript, Word, language_code
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def parse_transcript(data: Mapping[str, Any], duration_ms: int = 0, *, language:
     """
     text = data.get("text")
     if not isinstance(text, str):
-        raise bad_response("OpenRouter answered without a 'text' field", transient=False)
+        raise BadResponse("OpenRouter answered without a 'text' field", transient=False)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     try:
         cost = float(usage.get("cost") or 0.0)
@@ -153,7 +153,7 @@ def parse_transcript(data: Mapping[str, Any], duration_ms: int = 0, *, language:
         segments = _parse_segments(data.get("segments") or [], words, duration_ms)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         message = f"OpenRouter answered with malformed timings ({exc})"
-        raise bad_response(message, transient=False) from None
+        raise BadResponse(message, transient=False) from None
     heard = language_code(data.get("language"))
     lang = heard if heard != "und" else language_code(language)
     return Transcript(

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
-from voxflow.engines.openrouter.client import bad_response
 from voxflow.engines.openrouter.engine import OpenRouterEngine
 from voxflow.engines.openrouter.models import speech_cost, tts_input_limit
 from voxflow.errors import AudioError, BadResponse, RequestRejected
@@ -53,13 +52,13 @@ def _speech_response(response: httpx.Response) -> _RawAudio:
     raw = _RawAudio(response)
     kind, _ = parse_audio_type(raw.content_type)
     if not raw.content:
-        raise bad_response("OpenRouter answered with empty audio", transient=True)
+        raise BadResponse("OpenRouter answered with empty audio", transient=True)
     if not kind.startswith("audio/"):
         # A 200 that is not audio (an HTML error page, a JSON error) comes from a flaky edge.
         message = f"OpenRouter answered {kind or 'no content type'}, not audio"
-        raise bad_response(message, transient=True)
+        raise BadResponse(message, transient=True)
     if kind in ("audio/pcm", "audio/l16", "audio/raw") and len(raw.content) % 2:
-        raise bad_response("OpenRouter answered with PCM cut mid-sample", transient=True)
+        raise BadResponse("OpenRouter answered with PCM cut mid-sample", transient=True)
     return raw
 
 
