@@ -12,13 +12,13 @@ import asyncio
 
 import pytest
 
-from voxflow.emulator import DEFAULT_KEY, start_emulator_in_thread
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, TranscribeOptions, Transcriber
 from voxflow.engines.local import LocalSynthesizer, LocalTranscriber
 from voxflow.engines.openrouter import OpenRouterSynthesizer, OpenRouterTranscriber
 from voxflow.limits import RequestLimiter
 from voxflow.models import AudioChunk, Transcript
 from voxflow.settings import OpenRouterSettings, Settings
+from voxflow.testing.emulator import DEFAULT_KEY, start_emulator_in_thread
 
 STT = "openai/whisper-large-v3"
 TTS = "openai/gpt-4o-mini-tts-2025-12-15"

@@ -459,14 +459,11 @@ async def synthesise_chunks(
         else:
             todo[key] = chunk
     stats.chunks, stats.cached = len(audio) + len(todo), len(audio)
-    gated = hasattr(synth, "limiter")
-    if gated:
-        synth.limiter = limiter  # type: ignore[attr-defined]
-    estimate = getattr(synth, "estimate_cost", None)
+    gated = synth.use_limiter(limiter)  # True: the engine holds a slot per request itself
     lock = threading.Lock()
 
     async def speak(text: str) -> SpeechAudio:
-        budget.check(estimate(len(text)) if callable(estimate) else 0.0)
+        budget.check(synth.estimate_cost(len(text)))
         async with contextlib.nullcontext() if gated else limiter.slot():
             speech = await synth.synthesise(text, options)
         budget.add(speech.cost_usd)
@@ -508,10 +505,8 @@ async def synthesise_chunks(
     except BaseExceptionGroup as group_error:
         raise most_severe(group_error) from None
     finally:
-        close = getattr(synth, "aclose", None)
-        if callable(close) and not is_local_model(options.model):
-            with contextlib.suppress(Exception):
-                await close()
+        with contextlib.suppress(Exception):
+            await synth.aclose()
     return audio, stats
 
 
@@ -1143,8 +1138,7 @@ def open_narration(plan: NarrationPlan, run_id: str | None = None, synth: Synthe
     run_id = run_id or new_run_id()
     if synth is None:
         synth = get_synthesizer(settings) if plan.has_work else _NullSynth(plan.model)
-        prepare = getattr(synth, "prepare", None)
-        if plan.has_work and callable(prepare):
+        if plan.has_work:
             asyncio.run(_prepared(synth))
     out = OutputTree(settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
@@ -1161,7 +1155,7 @@ def open_narration(plan: NarrationPlan, run_id: str | None = None, synth: Synthe
     return run
 
 
-async def _prepared(synth: Any) -> None:
+async def _prepared(synth: Synthesizer) -> None:
     try:
         await synth.prepare()
     finally:
@@ -1359,7 +1353,7 @@ def run_inline(plan: NarrationPlan, run_id: str | None = None, synth: Synthesize
     return finish_narration(run)
 
 
-class _NullSynth:
+class _NullSynth(Synthesizer):
     """The engine of a run with nothing to synthesise: no model loaded, no key checked."""
 
     max_input_chars = DEFAULT_MAX_CHARS

@@ -391,8 +391,7 @@ def resources_for(spec: RunSpec) -> RunResources:
         res = _BUILT.get(spec.run_id)
         if res is None:
             res = _build_resources(spec)
-            if hasattr(res.engine, "prepare"):
-                asyncio.run(res.engine.prepare())  # type: ignore[attr-defined]  # key, model: fail fast
+            asyncio.run(res.engine.prepare())  # key, model: fail fast
             _keep(res)
         return res
 
@@ -408,9 +407,8 @@ def _build_resources(
 ) -> RunResources:
     settings = spec.settings
     engine = engine or get_transcriber(settings)
-    if hasattr(engine, "limiter"):
-        remote = not is_local(settings.transcription_model)
-        engine.limiter = request_limiter(settings.concurrency, spec.run_id, remote=remote)  # type: ignore[attr-defined]
+    remote = not is_local(settings.transcription_model)
+    engine.use_limiter(request_limiter(settings.concurrency, spec.run_id, remote=remote))
     out = OutputTree(settings.out)
     return RunResources(
         spec=spec,
@@ -434,7 +432,7 @@ def release_resources(run_id: str) -> None:
 def _chunks_read_ahead(engine: Transcriber, settings: Settings) -> int:
     """Chunks read and encoded at once: two per request in flight, or the engine's own bound
     (the embedded one transcribes one at a time, so more would only wait in memory)."""
-    return getattr(engine, "waiting_chunks", None) or 2 * settings.concurrency
+    return engine.waiting_chunks or 2 * settings.concurrency
 
 
 def _writer_name(settings: Settings) -> str:
@@ -474,8 +472,8 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     out = OutputTree(settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
     res = _build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
-    if plan.todo and hasattr(res.engine, "prepare"):
-        asyncio.run(res.engine.prepare())  # type: ignore[attr-defined]  # key, model, pricing: fail fast
+    if plan.todo:
+        asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
     with _BUILT_LOCK:
         _keep(res)
     return RunContext(
@@ -699,8 +697,7 @@ async def _transcribe_and_close(
         stats.requests = sent.value
         return transcript, stats
     finally:
-        if hasattr(ctx.engine, "aclose"):
-            await ctx.engine.aclose()  # type: ignore[attr-defined]
+        await ctx.engine.aclose()
 
 
 async def transcribe_prepared(
@@ -812,15 +809,13 @@ async def _timed_from_text(part: Transcript, span: Span, prepared: PreparedAudio
 
 
 def _estimate(engine: Transcriber, span: Span) -> float:
-    estimate = getattr(engine, "estimate_cost", None)
-    return float(estimate(span.duration_ms)) if estimate else 0.0
+    return engine.estimate_cost(span.duration_ms)
 
 
 def _encode(span: Span, prepared: PreparedAudio, engine: Transcriber) -> AudioChunk:
     pcm = media.read_pcm(prepared.wav_path, span)
     data = media.encode_pcm(pcm, engine.upload_format)
-    max_upload = getattr(engine, "max_upload_bytes", None)
-    if max_upload and len(data) > max_upload():
+    if len(data) > engine.max_upload_bytes():
         raise RequestRejected(f"chunk of {span.duration_ms / 1000:.0f} s is too large", status=413)
     return AudioChunk(
         index=0,
@@ -1210,7 +1205,7 @@ def _engine_if_needed(plan: RunPlan) -> Transcriber | None:
     return None if plan.todo else _NullEngine(plan.settings.transcription_model)
 
 
-class _NullEngine:
+class _NullEngine(Transcriber):
     upload_format = "pcm"
     max_chunk_s = 600.0
 
