@@ -536,13 +536,13 @@ def narrate(
 
 def _run_narration_flow(source: str, settings: Settings, options: Any) -> dict[str, Any]:
     """Run flows/narrate.py on ephemeral Prefect (or PREFECT_API_URL's server)."""
-    from flows.narrate import bounded
-    from voxflow.narration import document_workers
+    from flows.narrate import narrate_flow
 
     public = settings.public_dict()
     public.pop("out", None)
-    flow = bounded(document_workers(settings))
-    return _run_bound(lambda: flow(source=source, out=settings.out, options=public, narration=options.as_dict()))
+    return _run_bound(
+        lambda: narrate_flow(source=source, out=settings.out, options=public, narration=options.as_dict())
+    )
 
 
 @app.command()

@@ -41,6 +41,7 @@ from typing import Any
 
 from voxflow import interrupts, progress, scratch
 from voxflow.catalog import CatalogWriter
+from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
 from voxflow.errors import AudioError, ConfigError, RequestRejected, RunAbort, SourceError, VoxflowError, most_severe
@@ -55,6 +56,7 @@ from voxflow.narrate.document import PreparedDocument, TextChunk
 from voxflow.narrate.lexicon import Lexicon
 from voxflow.narrate.prepare import DEFAULT_MAX_CHARS, check_chunks, credits_chunks, prepare_document, split_long
 from voxflow.narrate.read import document_format, read_document
+from voxflow.runs import PerProcess
 from voxflow.settings import Settings
 from voxflow.sources import (
     HashCache,
@@ -117,7 +119,6 @@ COVER_NAMES = ("cover.jpg", "cover.jpeg", "cover.png")
 # A corpus folder's own documentation is not a book.
 _NOT_BOOKS = re.compile(r"^(readme|licen[cs]e|changelog|contributing|notice|copying)(\.|$)", re.IGNORECASE)
 MIN_SPLIT_CHARS = 40  # a 413 never splits a chunk into pieces shorter than this
-_RUNS: dict[str, NarrationRun] = {}
 
 
 # --------------------------------------------------------------------------- options
@@ -681,6 +682,8 @@ def narrate_document(
         rows = [_failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
     except Exception as exc:  # a bug or an infrastructure fault: still one clear row
         rows = [_failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
+    worker = where_am_i()
+    rows = [{**row, "worker": worker} for row in rows]
     progress.emit("narration.finished", document=rel, rows=rows)
     return rows
 
@@ -1113,46 +1116,80 @@ def plan_narration(source: str, settings: Settings, options: NarrationOptions | 
     return NarrationPlan(source, settings, options, len(docs), todo, skipped, ignored, keys, model)
 
 
-@dataclass
-class NarrationRun:
-    """What the documents of one run share (engine, limits, catalog writer)."""
+@dataclass(frozen=True)
+class NarrationSpec:
+    """What every task of a narration run gets besides its document, serialisable (no
+    secrets, nothing open): a worker process builds its own engine and limits from it."""
 
     run_id: str
-    plan: NarrationPlan
+    settings: Settings
+    options: NarrationOptions
+
+
+@dataclass
+class NarrationResources:
+    """What the documents of one run share within one process (voice engine, limits)."""
+
     out: OutputTree
     synth: Synthesizer
     limiter: RequestLimiter
     budget: Budget
+    aborted: RunAbort | None = None  # set by the first document that aborts: the rest do not start
+
+
+_RESOURCES: PerProcess[NarrationResources] = PerProcess()
+
+
+def resources_for(spec: NarrationSpec, synth: Synthesizer | None = None, *, prepare: bool = True) -> NarrationResources:
+    """This process's resources for the run: built on first use (an OpenRouter engine checks
+    key, model and voice first: an unknown model or voice aborts before any document)."""
+
+    def build() -> NarrationResources:
+        settings = spec.settings
+        engine = synth or get_synthesizer(settings)
+        if prepare:
+            asyncio.run(_prepared(engine))
+        remote = not is_local_model(settings.speech_model)
+        return NarrationResources(
+            out=OutputTree(settings.out),
+            synth=engine,
+            limiter=request_limiter(settings.concurrency, spec.run_id, remote=remote),
+            budget=Budget(settings.budget_usd),
+        )
+
+    return _RESOURCES.get(spec.run_id, build)
+
+
+@dataclass
+class NarrationRun:
+    """What the planning process keeps for a run: the plan, the catalog writer, the rows."""
+
+    spec: NarrationSpec
+    plan: NarrationPlan
+    out: OutputTree
     catalog: CatalogWriter
     started_at: float = field(default_factory=time.time)
     aborted: RunAbort | None = None
     results: list[list[dict[str, Any]]] = field(default_factory=list)  # rows per narrated document
 
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def model(self) -> str:
+        return self.plan.model
+
 
 def open_narration(plan: NarrationPlan, run_id: str | None = None, synth: Synthesizer | None = None) -> NarrationRun:
-    """Build the run's shared state and register it under its id (tasks look it up).
-
-    With work to do, an OpenRouter engine checks key, model and voice (``GET /models``)
-    first: an unknown model or voice aborts before the batch starts."""
-    settings = plan.settings
-    run_id = run_id or new_run_id()
-    if synth is None:
-        synth = get_synthesizer(settings) if plan.has_work else _NullSynth(plan.model)
-        if plan.has_work:
-            asyncio.run(_prepared(synth))
-    out = OutputTree(settings.out)
+    """Start a run: this process builds its own resources now when there is work (a bad key,
+    model or voice stops the run before any task); other processes build theirs from the spec."""
+    spec = NarrationSpec(run_id or new_run_id(), plan.settings, plan.options)
+    out = OutputTree(plan.settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
-    run = NarrationRun(
-        run_id=run_id,
-        plan=plan,
-        out=out,
-        synth=synth,
-        limiter=RequestLimiter(settings.concurrency),
-        budget=Budget(settings.budget_usd),
-        catalog=CatalogWriter(out, run_id, writer="n0"),
-    )
-    _RUNS[run_id] = run
-    return run
+    if plan.has_work or synth is not None:
+        resources_for(spec, synth, prepare=synth is None)
+    return NarrationRun(spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer="n0"))
 
 
 async def _prepared(synth: Synthesizer) -> None:
@@ -1163,54 +1200,51 @@ async def _prepared(synth: Synthesizer) -> None:
             await synth.aclose()
 
 
-def get_narration(run_id: str) -> NarrationRun:
-    return _RUNS[run_id]
-
-
-def narrate(doc: DocumentRef, run: NarrationRun) -> list[dict[str, Any]]:
-    """Narrate one planned document in a run (rows go to the run's catalog writer)."""
-    plan = run.plan
-    if run.aborted is not None:
-        return _keep_rows(run, [_run_failure_row(doc, run, run.aborted, "not started: ")])
+def narrate(doc: DocumentRef, spec: NarrationSpec, book_key: str | None = None) -> list[dict[str, Any]]:
+    """Narrate one planned document wherever the task runs; its rows (the planning process
+    writes them to the catalog). Raises RunAbort, which stops the run."""
+    res = resources_for(spec)
+    if res.aborted is not None:
+        return [_run_failure_row(doc, spec, res.synth.model, res.aborted, "not started: ")]
     try:
-        rows = narrate_document(
+        return narrate_document(
             doc.uri,
-            plan.settings,
-            run.out,
-            run.synth,
-            run.limiter,
-            run.budget,
-            run.run_id,
+            spec.settings,
+            res.out,
+            res.synth,
+            res.limiter,
+            res.budget,
+            spec.run_id,
             rel_path=doc.rel_path,
-            book_key=plan.keys.get(doc.rel_path),
-            options=plan.options,
+            book_key=book_key,
+            options=spec.options,
         )
     except RunAbort as exc:
-        run.aborted = run.aborted or exc
-        _keep_rows(run, [_run_failure_row(doc, run, exc, "aborted: ")])
+        res.aborted = res.aborted or exc
         raise
-    return _keep_rows(run, rows)
 
 
-def _run_failure_row(doc: DocumentRef, run: NarrationRun, exc: BaseException, prefix: str) -> dict[str, Any]:
-    """The row of a document the run's abort stopped (before or while narrating it)."""
-    return _failed_row(
-        doc.uri,
-        doc.rel_path,
-        run.synth.model,
-        run.plan.settings.voice,
-        run.run_id,
-        exc,
-        _now(),
-        SynthStats(),
-        prefix=prefix,
-    )
-
-
-def _keep_rows(run: NarrationRun, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def record_rows(run: NarrationRun, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """In the planning process: a document's rows into the catalog and the run's results."""
     run.catalog.add_rows("narrations", rows)
     run.results.append(rows)
     return rows
+
+
+def record_abort(run: NarrationRun, doc: DocumentRef, exc: RunAbort) -> None:
+    """In the planning process: the document whose task aborted the run gets its row."""
+    run.aborted = run.aborted or exc
+    record_rows(run, [_run_failure_row(doc, run.spec, run.model, exc, "aborted: ")])
+
+
+def _run_failure_row(
+    doc: DocumentRef, spec: NarrationSpec, model: str, exc: BaseException, prefix: str
+) -> dict[str, Any]:
+    """The row of a document the run's abort stopped (before or while narrating it)."""
+    row = _failed_row(
+        doc.uri, doc.rel_path, model, spec.settings.voice, spec.run_id, exc, _now(), SynthStats(), prefix=prefix
+    )
+    return {**row, "worker": where_am_i()}
 
 
 @dataclass
@@ -1247,7 +1281,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         if printable_name(doc.rel_path) not in handled and not interrupted:
             reason = run.aborted or RuntimeError("the task ended without a result (see the flow's logs)")
             prefix = "not started: " if run.aborted else ""
-            rows = [_failed_row(doc.uri, doc.rel_path, run.synth.model, plan.settings.voice, run.run_id, reason,
+            rows = [_failed_row(doc.uri, doc.rel_path, run.model, plan.settings.voice, run.run_id, reason,
                                 _now(), SynthStats(), prefix=prefix)]  # fmt: skip
             run.catalog.add_rows("narrations", rows)
             results.append(rows)
@@ -1290,7 +1324,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         "source": plan.source,
         "settings": plan.settings.public_dict(),
         "narration": plan.options.as_dict(),
-        "model": run.synth.model,
+        "model": run.model,
         "started_at": run.started_at,
         "finished_at": time.time(),
         "counts": {
@@ -1311,7 +1345,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         "catalog_parts": run.catalog.written,
     }
     manifest_uri = run.out.write_text(f"runs/{run.run_id}.json", json.dumps(manifest, indent=2, default=str))
-    _RUNS.pop(run.run_id, None)
+    _RESOURCES.drop(run.run_id)
     return NarrationSummary(
         run_id=run.run_id,
         documents=plan.found,
@@ -1348,8 +1382,10 @@ def run_inline(plan: NarrationPlan, run_id: str | None = None, synth: Synthesize
     """Run a plan without Prefect, one document after another (no-op runs, tests)."""
     run = open_narration(plan, run_id, synth)
     for doc in plan.todo:
-        with contextlib.suppress(RunAbort):  # the rest come back as "not started" rows
-            narrate(doc, run)
+        try:
+            record_rows(run, narrate(doc, run.spec, plan.keys.get(doc.rel_path)))
+        except RunAbort as exc:  # the rest come back as "not started" rows
+            record_abort(run, doc, exc)
     return finish_narration(run)
 
 
@@ -1565,7 +1601,6 @@ __all__ = [
     "book_keys",
     "estimate_cost",
     "finish_narration",
-    "get_narration",
     "narrate",
     "narrate_document",
     "open_narration",

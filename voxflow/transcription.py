@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from voxflow.models import (
     language_code,
 )
 from voxflow.ownership import Claim, OutputLedger, PathState, sha256_of
+from voxflow.runs import PerProcess
 from voxflow.settings import Settings
 from voxflow.sources import (
     NAME_MAX,
@@ -378,28 +378,17 @@ class RunResources:
         return self.out.state_dir() / "chunks"
 
 
-# Per process, by run id: a cache, not a registry — a process that has not seen the run
-# builds its resources from the task's RunSpec. Guarded by _BUILT_LOCK (threads of a process).
-_BUILT: dict[str, RunResources] = {}
-_BUILT_LOCK = threading.Lock()
-_RUNS_KEPT = 2  # a long-lived Dask worker keeps the resources of its last runs only
+_RESOURCES: PerProcess[RunResources] = PerProcess(on_drop=lambda res: scratch.release(res.scratch))
 
 
 def resources_for(spec: RunSpec) -> RunResources:
     """This process's resources for the run (built, engine checked, on first use)."""
-    with _BUILT_LOCK:
-        res = _BUILT.get(spec.run_id)
-        if res is None:
-            res = _build_resources(spec)
-            asyncio.run(res.engine.prepare())  # key, model: fail fast
-            _keep(res)
-        return res
+    return _RESOURCES.get(spec.run_id, lambda: _prepared(_build_resources(spec)))
 
 
-def _keep(res: RunResources) -> None:
-    _BUILT[res.run_id] = res
-    while len(_BUILT) > _RUNS_KEPT:
-        scratch.release(_BUILT.pop(next(iter(_BUILT))).scratch)
+def _prepared(res: RunResources) -> RunResources:
+    asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
+    return res
 
 
 def _build_resources(
@@ -419,14 +408,6 @@ def _build_resources(
         budget=Budget(settings.budget_usd),
         ledger=ledger or OutputLedger.load(out, CatalogIndex.load(out), _writer_name(settings)),
     )
-
-
-def release_resources(run_id: str) -> None:
-    """Drop this process's resources of a finished run (its scratch folder with them)."""
-    with _BUILT_LOCK:
-        res = _BUILT.pop(run_id, None)
-    if res is not None:
-        scratch.release(res.scratch)
 
 
 def _chunks_read_ahead(engine: Transcriber, settings: Settings) -> int:
@@ -472,10 +453,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     out = OutputTree(settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
     res = _build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
-    if plan.todo:
-        asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
-    with _BUILT_LOCK:
-        _keep(res)
+    _RESOURCES.put(spec.run_id, _prepared(res) if plan.todo else res)
     return RunContext(
         spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer=_writer_name(settings))
     )
@@ -1160,7 +1138,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     manifest_uri = ctx.out.write_text(
         f"runs/{ctx.run_id}.json", json.dumps(printable_tree(manifest), indent=2, default=str)
     )
-    release_resources(ctx.run_id)
+    _RESOURCES.drop(ctx.run_id)
     return RunSummary(
         run_id=ctx.run_id,
         done=manifest["counts"]["done"],
