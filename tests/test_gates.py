@@ -16,7 +16,7 @@ from voxflow.engines.base import TranscribeOptions, Transcriber
 from voxflow.gates import gate_reason, gate_segments
 from voxflow.models import AudioChunk, Segment, Transcript, Word
 from voxflow.settings import load_settings
-from voxflow.transcription import finish_run, open_run, plan_run, transcribe_recording
+from voxflow.transcription import finish_run, open_run, plan_run, record_outcome, transcribe_recording
 
 # What tiny.en made of sample_data/recordings/spk1_snt1.wav (2.9 s) under OpenBLAS's Haswell
 # kernel: the sentence, then this in a 60 ms segment at the very end (issue 16).
@@ -78,7 +78,7 @@ def test_invented_segments_never_reach_the_outputs(samples: Path, tmp_path: Path
     shutil.copy(samples / "spk1_snt1.wav", src / "spk1_snt1.wav")
     plan = plan_run(str(src), load_settings(out=str(out)))
     ctx = open_run(plan, engine=LoopingEngine())
-    results = [transcribe_recording(rec, ctx) for rec in plan.todo]
+    results = [record_outcome(ctx, transcribe_recording(rec, ctx.spec)) for rec in plan.todo]
     assert finish_run(ctx, results).exit_code == 0
     row = (
         duckdb.connect()

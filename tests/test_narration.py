@@ -518,7 +518,7 @@ def test_sixteen_documents_in_eight_threads_keep_every_word(tmp_path: Path) -> N
     parsed by webvtt-py (the heading, the file's title, comes first)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from voxflow.narration import finish_narration, narrate, open_narration
+    from voxflow.narration import finish_narration, narrate, open_narration, record_rows
 
     source = tmp_path / "in"
     source.mkdir()
@@ -530,7 +530,8 @@ def test_sixteen_documents_in_eight_threads_keep_every_word(tmp_path: Path) -> N
         plan = plan_narration(str(source), Settings(out=str(out), model="local/tone-test", concurrency=8))
         run = open_narration(plan, synth=ToneSynth())
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(narrate, plan.todo, [run] * len(plan.todo)))
+            for rows in pool.map(narrate, plan.todo, [run.spec] * len(plan.todo)):
+                record_rows(run, rows)
         summary = finish_narration(run)
         assert (summary.done, summary.failed) == (16, 0), summary.failures
         for stem, text in texts.items():

@@ -13,7 +13,6 @@ from pathlib import Path
 import duckdb
 import srt
 
-from voxflow.models import RecordingResult
 from voxflow.settings import load_settings
 from voxflow.transcription import open_run, plan_run, run_inline, transcribe_recording
 
@@ -124,8 +123,8 @@ def test_files_of_a_run_killed_before_its_catalog_flush_are_still_voxflows(sampl
     settings = load_settings(out=str(out), formats="txt")
     plan = plan_run(str(src), settings)
     ctx = open_run(plan)
-    result: RecordingResult = transcribe_recording(plan.todo[0], ctx)  # then "killed": no finish_run
-    assert result.status == "done" and (out / "a.en.txt").exists()
+    result = transcribe_recording(plan.todo[0], ctx.spec).result  # then "killed": no finish_run
+    assert result is not None and result.status == "done" and (out / "a.en.txt").exists()
     assert not list(out.glob("catalog/transcripts/*.parquet"))
 
     again = plan_run(str(src), settings)

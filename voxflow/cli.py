@@ -733,7 +733,6 @@ def _logging() -> None:
 def main() -> None:
     """Entry point of the ``voxflow`` script."""
     _logging()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows/, tasks/ in a checkout
     try:
         app()
     except Exception as exc:  # outside a command (typer itself, imports): still one line
