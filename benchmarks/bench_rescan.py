@@ -40,7 +40,7 @@ from voxflow.models import Recording, RecordingResult, Segment  # noqa: E402
 from voxflow.settings import load_settings  # noqa: E402
 from voxflow.sources import OutputTree, resolve  # noqa: E402
 from voxflow.subtitles import sidecar_name  # noqa: E402
-from voxflow.transcription import plan_run, run_inline, transcribe_options  # noqa: E402
+from voxflow.transcribe import plan_run, run_inline, transcribe_options  # noqa: E402
 
 FORMATS = ("srt", "vtt", "txt", "json")
 SIDECAR = {

@@ -1,6 +1,6 @@
 """The transcription flow: scan → for each new recording: transcribe → write → summary.
 
-The work lives in :mod:`voxflow.transcription`; this file is only the plan. One Prefect task
+The work lives in :mod:`voxflow.transcribe`; this file is only the plan. One Prefect task
 per recording, on threads of this process or on a Dask cluster (``cluster`` option, see
 flows/runners.py); the chunks of each recording fan out with asyncio inside its task. This
 process writes the catalog from the tasks' outcomes, as they finish.
@@ -20,7 +20,7 @@ from voxflow.lock import output_lock
 from voxflow.models import Recording, RecordingResult
 from voxflow.settings import load_settings
 from voxflow.sources import new_run_id
-from voxflow.transcription import (
+from voxflow.transcribe import (
     RunContext,
     RunPlan,
     finish_run,

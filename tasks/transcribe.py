@@ -1,4 +1,4 @@
-"""Prefect task for the transcription flow: a thin wrapper over voxflow.transcription.
+"""Prefect task for the transcription flow: a thin wrapper over voxflow.transcribe.
 
 Its inputs are serialisable (the recording, the run's RunSpec) and so is its result: it runs
 in a thread of the planning process or in any worker process of a Dask cluster.
@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.retry import TASK_RETRIES, TASK_RETRY_DELAY_S, infrastructure_fault
 from voxflow.models import Recording
-from voxflow.transcription import RecordingOutcome, RunSpec, transcribe_recording
+from voxflow.transcribe import RecordingOutcome, RunSpec, transcribe_recording
 
 
 @task(

@@ -11,7 +11,7 @@ import duckdb
 
 from tests.conftest import SAMPLES, ffprobe_seconds, reference_texts
 from voxflow.settings import load_settings
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 CLIPS = ("jfk.flac", "beckett.wav", "spk1_snt3.wav")
 

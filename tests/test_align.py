@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxflow.align import align_words, even_timing, normalise
 from voxflow.models import Segment, Word
+from voxflow.transcribe.align import align_words, even_timing, normalise
 
 TOKEN = st.text(
     alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd", "Po"), max_codepoint=0x24F),

@@ -25,7 +25,7 @@ from voxflow.cli import app
 from voxflow.errors import SourceError
 from voxflow.settings import load_settings
 from voxflow.sources import content_hash, list_source, local_copy, open_input, resolve, s3_storage_options, scan
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 
 def upload(folder: Path, url: str, names: dict[str, str] | None = None) -> None:

@@ -27,7 +27,7 @@ from voxflow.models import AudioChunk, Recording, RecordingResult, Segment, Tran
 from voxflow.reporting import catalog_report
 from voxflow.settings import load_settings
 from voxflow.sources import OutputTree, resolve
-from voxflow.transcription import RunSummary, plan_run, run_inline
+from voxflow.transcribe import RunSummary, plan_run, run_inline
 
 
 def _result(rid: str, status: str = "done", opts: str = "o1", finished: float = 0.0) -> RecordingResult:

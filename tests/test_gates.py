@@ -16,7 +16,7 @@ from voxflow.engines.base import TranscribeOptions, Transcriber
 from voxflow.gates import gate_reason, gate_segments
 from voxflow.models import AudioChunk, Segment, Transcript, Word
 from voxflow.settings import load_settings
-from voxflow.transcription import finish_run, open_run, plan_run, record_outcome, transcribe_recording
+from voxflow.transcribe import finish_run, open_run, plan_run, record_outcome, transcribe_recording
 
 # What tiny.en made of sample_data/recordings/spk1_snt1.wav (2.9 s) under OpenBLAS's Haswell
 # kernel: the sentence, then this in a 60 ms segment at the very end (issue 16).
@@ -102,7 +102,7 @@ def test_bundled_clip_is_transcribed_without_invented_text(samples: Path, tmp_pa
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     shutil.copy(samples / "spk1_snt1.wav", src / "spk1_snt1.wav")
-    from voxflow.transcription import run_inline
+    from voxflow.transcribe import run_inline
 
     assert run_inline(plan_run(str(src), load_settings(out=str(out)))).exit_code == 0
     text = (

@@ -25,7 +25,7 @@ import srt
 
 from tests.conftest import ROOT, SAMPLES
 from voxflow.models import Segment, Transcript
-from voxflow.transcription import stitch, transcript_from_dict
+from voxflow.transcribe.chunks import stitch, transcript_from_dict
 
 JOIN = "from voxflow.engines.local import resolve_stt_model; print(resolve_stt_model('local/base'))"
 HALF_S = 30  # multilingual.mp3: English for its first 30 s, German after

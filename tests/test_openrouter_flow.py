@@ -24,7 +24,7 @@ from tests.conftest import ROOT, ffmpeg, normal_words, reference_texts
 from voxflow import media
 from voxflow.settings import load_settings
 from voxflow.testing.emulator import fake_transcript
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 KEY = "sk-or-v1-test-0123456789abcdef-SECRET"
 
@@ -215,7 +215,7 @@ def test_kill_9_then_rerun_sends_only_missing_chunks(api, tmp_path: Path) -> Non
     src, out = tmp_path / "in", tmp_path / "out"
     tones(src, 4, 20)
     script = (
-        "from voxflow.settings import load_settings; from voxflow.transcription import plan_run, run_inline;"
+        "from voxflow.settings import load_settings; from voxflow.transcribe import plan_run, run_inline;"
         f"run_inline(plan_run({str(src)!r}, load_settings(out={str(out)!r}, max_chunk_s=2, concurrency=2)))"
     )
     env = {**os.environ, "OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": handle.url}

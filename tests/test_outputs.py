@@ -14,7 +14,7 @@ import duckdb
 import srt
 
 from voxflow.settings import load_settings
-from voxflow.transcription import open_run, plan_run, run_inline, transcribe_recording
+from voxflow.transcribe import open_run, plan_run, run_inline, transcribe_recording
 
 USER_SRT = "1\n00:00:01,000 --> 00:00:04,000\nMy own careful subtitle.\n\n"
 

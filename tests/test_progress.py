@@ -10,7 +10,7 @@ from tests.conftest import cli_run, ffprobe_seconds
 from voxflow import progress
 from voxflow.run_progress import AudioTally
 from voxflow.settings import load_settings
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 CLIPS = ("jfk.flac", "spk1_snt3.wav")
 

@@ -30,7 +30,7 @@ N_CLIPS, N_SHARDS, RATE = 60, 3, 16_000
 WORKER = """
 import json, sys
 from voxflow.settings import load_settings
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 src, out, shard = sys.argv[1:4]
 plan = plan_run(src, load_settings(out=out, shard=shard, formats="srt,json", local_threads=1))
 print(json.dumps({"todo": len(plan.todo), "skipped": len(plan.skipped)}), flush=True)

@@ -135,7 +135,7 @@ def _indexed(out: Path) -> list[str]:
 
 def _force_transcribe(src: Path, out: Path) -> None:
     from voxflow.settings import load_settings
-    from voxflow.transcription import plan_run, run_inline
+    from voxflow.transcribe import plan_run, run_inline
 
     summary = run_inline(plan_run(str(src), load_settings(out=str(out), settle_seconds=0, force=True)))
     assert summary.exit_code == 0, summary

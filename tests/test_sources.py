@@ -20,7 +20,7 @@ from voxflow.errors import ConfigError, SourceError
 from voxflow.narration import scan_documents
 from voxflow.settings import load_settings
 from voxflow.sources import HashCache, OutputTree, content_hash, scan
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 
 def test_scan_is_recursive_sorted_and_skips_hidden_and_output(samples: Path, tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_a_planned_run_over_special_files_finishes(samples: Path, tmp_path: Path
     expected = _special_files(src)
     script = (
         "import json; from voxflow.settings import load_settings; from voxflow.sources import scan;"
-        "from voxflow.transcription import plan_run;"
+        "from voxflow.transcribe import plan_run;"
         f"p = plan_run({str(src)!r}, load_settings(out={str(out)!r}));"
         f"s = scan({str(src)!r});"
         "print(json.dumps([[r.rel_path for r in p.todo], [r.recording.rel_path for r in p.failed], s.skipped]))"
@@ -155,7 +155,7 @@ def test_a_sparse_20_gb_file_is_refused_without_being_read(tmp_path: Path) -> No
     (src / "notes.mp3").write_text("This is a text file that only pretends to be an MP3.\n" * 20)
     script = (
         "import sys; from voxflow.settings import load_settings;"
-        "from voxflow.transcription import plan_run, run_inline;"
+        "from voxflow.transcribe import plan_run, run_inline;"
         f"s = run_inline(plan_run({str(src)!r}, load_settings(out={str(out)!r})));"
         "print(s.exit_code, flush=True); sys.stdin.readline()"
     )
@@ -287,7 +287,7 @@ def test_paths_passed_over_are_listed_in_the_manifest(tmp_path: Path) -> None:
     import json
 
     from voxflow.settings import load_settings
-    from voxflow.transcription import plan_run, run_inline
+    from voxflow.transcribe import plan_run, run_inline
 
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()

@@ -20,7 +20,7 @@ import webvtt
 from tests.conftest import ROOT, make_bad_inputs, reference_texts, unprivileged
 from tests.conftest import normal_words as words
 from voxflow.settings import load_settings
-from voxflow.transcription import plan_run, run_inline
+from voxflow.transcribe import plan_run, run_inline
 
 TRANSCRIPT_COLUMNS = {
     "recording_id",
@@ -130,7 +130,7 @@ def test_bad_inputs_fail_clearly_and_the_batch_goes_on(tmp_path: Path) -> None:
     expected = make_bad_inputs(src)
     script = (
         "import sys; from voxflow.settings import load_settings;"
-        "from voxflow.transcription import plan_run, run_inline;"
+        "from voxflow.transcribe import plan_run, run_inline;"
         f"s = run_inline(plan_run({str(src)!r}, load_settings(out={str(out)!r})));"
         "sys.exit(s.exit_code)"
     )

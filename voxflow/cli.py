@@ -299,7 +299,7 @@ def _transcribe_locked(
     source: str, settings: Settings, run_id: str, notify: Callable[[dict[str, Any]], None] | None
 ) -> int:
     """Plan, run (Prefect only if there is work), report."""
-    from voxflow.transcription import plan_run, run_inline
+    from voxflow.transcribe import plan_run, run_inline
 
     started = time.monotonic()
     if not settings.quiet:

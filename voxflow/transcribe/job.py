@@ -1,0 +1,279 @@
+"""One recording's task, wherever it runs: its inputs are serialisable (the recording and the
+run's RunSpec), the engine and limits are this process's (built on first use, voxflow.runs),
+and it hands back a RecordingOutcome the planning process writes to the catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from voxflow import interrupts, media, progress, scratch
+from voxflow.catalog import CatalogIndex
+from voxflow.cluster import request_limiter, where_am_i
+from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
+from voxflow.errors import (
+    RunAbort,
+)
+from voxflow.limits import Budget, RequestLimiter
+from voxflow.models import (
+    PreparedAudio,
+    Quality,
+    Recording,
+    RecordingResult,
+    Transcript,
+    language_code,
+)
+from voxflow.ownership import OutputLedger
+from voxflow.runs import PerProcess
+from voxflow.settings import Settings
+from voxflow.sources import (
+    OutputTree,
+    local_copy,
+)
+from voxflow.transcribe.chunks import (
+    ChunkStats,
+    all_silence,
+    clamped,
+    gated,
+    stitch,
+    transcribe_prepared,
+)
+from voxflow.transcribe.outputs import SidecarWrites, write_sidecars
+from voxflow.transcribe.plan import failed_result, transcribe_options, writer_name
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every task of a run gets besides its recording, serialisable (no secrets, nothing
+    open): a worker process on another machine builds its own engine and limits from it."""
+
+    run_id: str
+    settings: Settings
+    options_hash: str
+
+
+@dataclass
+class RunResources:
+    """What the recordings of one run share within one process (engine, limits, output
+    ledger): built by the first task a process runs for the run (:func:`resources_for`)."""
+
+    spec: RunSpec
+    out: OutputTree
+    options: TranscribeOptions
+    engine: Transcriber
+    chunk_slots: RequestLimiter  # chunks read and encoded at once (bounds memory)
+    budget: Budget
+    ledger: OutputLedger
+    scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
+    aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def settings(self) -> Settings:
+        return self.spec.settings
+
+    @property
+    def options_hash(self) -> str:
+        return self.spec.options_hash
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out.state_dir() / "chunks"
+
+
+RESOURCES: PerProcess[RunResources] = PerProcess(on_drop=lambda res: scratch.release(res.scratch))
+
+
+def resources_for(spec: RunSpec) -> RunResources:
+    """This process's resources for the run (built, engine checked, on first use)."""
+    return RESOURCES.get(spec.run_id, lambda: prepared(build_resources(spec)))
+
+
+def prepared(res: RunResources) -> RunResources:
+    asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
+    return res
+
+
+def build_resources(
+    spec: RunSpec, engine: Transcriber | None = None, ledger: OutputLedger | None = None
+) -> RunResources:
+    settings = spec.settings
+    engine = engine or get_transcriber(settings)
+    remote = not is_local(settings.transcription_model)
+    engine.use_limiter(request_limiter(settings.concurrency, spec.run_id, remote=remote))
+    out = OutputTree(settings.out)
+    return RunResources(
+        spec=spec,
+        out=out,
+        options=transcribe_options(settings),
+        engine=engine,
+        chunk_slots=RequestLimiter(chunks_read_ahead(engine, settings)),
+        budget=Budget(settings.budget_usd),
+        ledger=ledger or OutputLedger.load(out, CatalogIndex.load(out), writer_name(settings)),
+    )
+
+
+def chunks_read_ahead(engine: Transcriber, settings: Settings) -> int:
+    """Chunks read and encoded at once: two per request in flight, or the engine's own bound
+    (the embedded one transcribes one at a time, so more would only wait in memory)."""
+    return engine.waiting_chunks or 2 * settings.concurrency
+
+
+@dataclass(frozen=True)
+class RecordingOutcome:
+    """What a recording's task hands back to the planning process, serialisable."""
+
+    result: RecordingResult | None  # None: the run was interrupted before the recording finished
+    claims: tuple[dict[str, Any], ...] = ()  # ``outputs`` rows of the sidecars it wrote
+    left_alone: tuple[str, ...] = ()  # sidecar files voxflow did not write and did not replace
+    checkpoints: str | None = None  # its chunk checkpoints: dropped once the catalog has the rows
+
+
+def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
+    """Transcribe one recording and write its sidecars (never raises, except RunAbort, which
+    stops the run). Its catalog rows are written by the planning process from the outcome;
+    an interrupted recording has none (its finished chunks stay checkpointed)."""
+    if interrupts.requested():
+        return RecordingOutcome(None)
+    res = resources_for(spec)
+    started = time.time()
+    progress.emit("started", recording=rec.rel_path)
+    if res.aborted:
+        return RecordingOutcome(
+            failed_result(rec, res.aborted, res.options_hash, res.options.model, started, "not started: ")
+        )
+    try:
+        return _transcribe(rec, res, started)
+    except RunAbort as exc:
+        res.aborted = res.aborted or exc
+        raise
+    except Exception as exc:  # a bug or an infrastructure fault: still one clear row
+        if interrupts.requested():  # e.g. ffmpeg got the terminal's Ctrl-C too
+            return RecordingOutcome(None)
+        return RecordingOutcome(failed_result(rec, exc, res.options_hash, res.options.model, started))
+
+
+def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingOutcome:
+    suffix = "." + rec.rel_path.rsplit(".", 1)[-1] if "." in rec.rel_path else ""
+    with (
+        local_copy(rec.uri, suffix=suffix, folder=_scratch_of(ctx)) as path,
+        tempfile.TemporaryDirectory(prefix="rec-", dir=_scratch_of(ctx)) as tmp,
+    ):
+        info = media.probe(path)
+        prepared = media.prepare_audio(
+            path,
+            str(Path(tmp) / "audio.wav"),
+            silence_db=ctx.settings.silence_db,
+            min_silence_s=ctx.settings.min_silence_s,
+            expected_ms=info.duration_ms,
+        )
+        progress.emit("probed", recording=rec.rel_path, duration_ms=prepared.duration_ms)
+        transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
+        translation = _translation(prepared, transcript, ctx)
+    warnings = [w for w in (prepared.decode_warning, stats.note, stats.gate_note) if w]
+    # Cues end inside the recording as any player sees it: the shorter of the container's
+    # duration and what decoded (they differ by encoder padding, or by a truncated tail).
+    playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
+    writes = [write_outputs(rec, transcript, playable_ms, ctx.ledger, ctx.spec)]
+    if translation is not None:
+        writes.append(write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
+    left_alone = [note for w in writes for note in w.left_alone]
+    outputs = [uri for w in writes for uri in w.written]
+    result = RecordingResult(
+        recording=rec,
+        status="done",
+        model=ctx.options.model,
+        options_hash=ctx.options_hash,
+        duration_ms=prepared.duration_ms,
+        language=language_code(transcript.language),
+        language_probability=transcript.language_probability,
+        languages=transcript.languages,
+        text=transcript.text,
+        segments=transcript.segments,
+        n_chunks=stats.chunks,
+        attempts=stats.requests,
+        cost_usd=transcript.cost_usd,
+        started_at=started,
+        finished_at=time.time(),
+        outputs=tuple(outputs),
+        warnings=(*warnings, *left_alone),
+        truncated=prepared.truncated,
+        quality=_quality(transcript, prepared, stats),
+        worker=where_am_i(),
+    )
+    claims = tuple(c.row() for w in writes for c in w.claims)
+    folder = str(stats.checkpoints.folder) if stats.checkpoints else None
+    return RecordingOutcome(result, claims, tuple(left_alone), folder)
+
+
+def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:
+    pauses_ms = sum(s.duration_ms for s in prepared.silences)
+    return Quality(
+        segments_dropped=stats.segments_dropped,
+        max_chars_per_s=stats.max_chars_per_s,
+        speech_s=sum(s.end_ms - s.start_ms for s in transcript.segments) / 1000,
+        detected_speech_s=max(prepared.duration_ms - pauses_ms, 0) / 1000,
+    )
+
+
+def _scratch_of(ctx: RunResources) -> Path:
+    """The run's scratch folder (made on first use, e.g. by a worker process)."""
+    if ctx.scratch is None or not ctx.scratch.is_dir():
+        ctx.scratch = scratch.run_scratch(ctx.out, ctx.run_id)
+    return ctx.scratch
+
+
+def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResources) -> Transcript | None:
+    """The English version --translate-to asks for, when the recording is in another language:
+    each chunk translated offline by the multilingual model (Whisper's translate task)."""
+    from voxflow.engines.local import LocalTranscriber
+    from voxflow.engines.multilingual import translate_by_language
+
+    target = ctx.settings.translate_to
+    engine = ctx.engine
+    if not target or language_code(transcript.language) == target or not transcript.segments:
+        return None
+    if not isinstance(engine, LocalTranscriber) or engine.english_only:
+        return None
+    max_ms = round(min(ctx.settings.max_chunk_s, engine.max_chunk_s) * 1000)
+    spans = media.plan_chunks(
+        prepared.duration_ms, prepared.silences, max_ms, quietest=lambda w: media.quietest_point(prepared.wav_path, w)
+    )
+    stats = ChunkStats()
+    parts = []
+    for span in (s for s in spans if not all_silence(s, prepared.silences)):
+        part = translate_by_language(engine, media.read_pcm(prepared.wav_path, span), ctx.settings.language)
+        parts.append(gated(clamped(part.shifted(span.start_ms), span), stats))
+    return replace(stitch(parts, target), language=target)
+
+
+async def _transcribe_and_close(
+    prepared: PreparedAudio, rec: Recording, ctx: RunResources
+) -> tuple[Transcript, ChunkStats]:
+    """Transcribe in this thread's event loop, then close the engine's pool for this loop."""
+    try:
+        if is_local(ctx.options.model):
+            return await transcribe_prepared(prepared, rec, ctx)
+        from voxflow.engines.openrouter import count_requests
+
+        with count_requests() as sent:
+            transcript, stats = await transcribe_prepared(prepared, rec, ctx)
+        stats.requests = sent.value
+        return transcript, stats
+    finally:
+        await ctx.engine.aclose()
+
+
+def write_outputs(
+    rec: Recording, transcript: Transcript, duration_ms: int, ledger: OutputLedger, spec: RunSpec
+) -> SidecarWrites:
+    """write_sidecars within a run (the claims reach the catalog with the recording's rows)."""
+    writer = writer_name(spec.settings)
+    return write_sidecars(rec, transcript, duration_ms, ledger, spec.settings, run_id=spec.run_id, writer=writer)
