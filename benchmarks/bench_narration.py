@@ -34,11 +34,11 @@ from voxflow import media  # noqa: E402
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, TranscribeOptions  # noqa: E402
 from voxflow.limits import Budget, RequestLimiter  # noqa: E402
 from voxflow.models import AudioChunk  # noqa: E402
+from voxflow.narrate import ChunkCache, plan_narration, run_inline, scan_documents, synthesise_chunks  # noqa: E402
 from voxflow.narrate.assembly.chunks import ChunkAudio  # noqa: E402
 from voxflow.narrate.prepare import prepare_document  # noqa: E402
 from voxflow.narrate.read import read_document  # noqa: E402
 from voxflow.narrate.words import number_words  # noqa: E402
-from voxflow.narration import ChunkCache, plan_narration, run_inline, scan_documents, synthesise_chunks  # noqa: E402
 from voxflow.settings import OpenRouterSettings, Settings  # noqa: E402
 
 TEXTS = ROOT / "sample_data" / "texts"

@@ -1,6 +1,6 @@
 """The narration flow: scan → for each changed document: narrate → write → summary.
 
-The work lives in :mod:`voxflow.narration`; this file is only the plan. One Prefect task per
+The work lives in :mod:`voxflow.narrate`; this file is only the plan. One Prefect task per
 document, on threads of this process or on a Dask cluster (``cluster`` option, see
 flows/runners.py); the chunks of each document fan out with asyncio inside its task. This
 process writes the catalog from the tasks' rows. Unchanged books are skipped in the plan,
@@ -17,7 +17,7 @@ from prefect.futures import as_completed
 from flows.runners import local_threads_per_worker, task_runner
 from tasks.narrate import narrate_document_task
 from voxflow.errors import RunAbort
-from voxflow.narration import (
+from voxflow.narrate import (
     NarrationOptions,
     NarrationPlan,
     document_workers,

@@ -1,4 +1,4 @@
-"""Prefect task for the narration flow: a thin wrapper over voxflow.narration.
+"""Prefect task for the narration flow: a thin wrapper over voxflow.narrate.
 
 Its inputs are serialisable (the document, the run's NarrationSpec, the book's key) and so is
 its result (the document's catalog rows): it runs in a thread of the planning process or in
@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.retry import TASK_RETRIES, TASK_RETRY_DELAY_S, infrastructure_fault
 from voxflow import interrupts
-from voxflow.narration import DocumentRef, NarrationSpec, narrate
+from voxflow.narrate import DocumentRef, NarrationSpec, narrate
 
 
 @task(

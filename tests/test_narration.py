@@ -22,20 +22,20 @@ import pytest
 import webvtt
 
 from tests.test_audiobook import ToneSynth, ffmpeg_levels, ffprobe, seconds
+from voxflow.cli.narrate import run_narrate
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import RequestRejected, RunAbort, UnknownModel
-from voxflow.narrate.prepare import prepare_document
-from voxflow.narrate.read import read_document
-from voxflow.narration import (
+from voxflow.narrate import (
     ChunkCache,
     NarrationOptions,
     narrate_document,
     plan_document,
     plan_narration,
     run_inline,
-    run_narrate,
     synthesis_options,
 )
+from voxflow.narrate.prepare import prepare_document
+from voxflow.narrate.read import read_document
 from voxflow.settings import OpenRouterSettings, Settings
 from voxflow.sources import OutputTree
 
@@ -211,7 +211,7 @@ def test_kill_9_mid_book_then_rerun_synthesises_only_what_is_missing(tmp_path: P
     out = tmp_path / "out"
     script = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from voxflow.narration import plan_narration, run_inline\n"
+        "from voxflow.narrate import plan_narration, run_inline\n"
         "from voxflow.settings import Settings\n"
         f"s = Settings(out={str(out)!r}, model={LOCAL!r}, concurrency=1)\n"
         f"run_inline(plan_narration({str(source)!r}, s))\n"
@@ -518,7 +518,7 @@ def test_sixteen_documents_in_eight_threads_keep_every_word(tmp_path: Path) -> N
     parsed by webvtt-py (the heading, the file's title, comes first)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from voxflow.narration import finish_narration, narrate, open_narration, record_rows
+    from voxflow.narrate import finish_narration, narrate, open_narration, record_rows
 
     source = tmp_path / "in"
     source.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import cli_run, ffprobe_seconds
 from voxflow import progress
-from voxflow.run_progress import AudioTally
+from voxflow.cli.progress import AudioTally
 from voxflow.settings import load_settings
 from voxflow.transcribe import plan_run, run_inline
 

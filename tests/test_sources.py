@@ -17,7 +17,7 @@ import srt
 
 from tests.conftest import ROOT, cli_run
 from voxflow.errors import ConfigError, SourceError
-from voxflow.narration import scan_documents
+from voxflow.narrate import scan_documents
 from voxflow.settings import load_settings
 from voxflow.sources import HashCache, OutputTree, content_hash, scan
 from voxflow.transcribe import plan_run, run_inline

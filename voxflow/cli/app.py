@@ -19,9 +19,9 @@ from rich.table import Table
 
 from voxflow import interrupts
 from voxflow import progress as events
+from voxflow.cli.progress import RunProgress, hms
 from voxflow.errors import ConfigError, ExitCode, RunAbort, SourceError, explain
 from voxflow.fsnames import printable_name
-from voxflow.run_progress import RunProgress, hms
 from voxflow.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -503,7 +503,8 @@ def narrate(
     if not dry_run:
         _check_out(settings.out)
     _say_engine(settings.speech_model, settings.openrouter.has_key)
-    from voxflow.narration import NarrationOptions, parse_formats, run_narrate
+    from voxflow.cli.narrate import run_narrate
+    from voxflow.narrate import NarrationOptions, parse_formats
 
     _prefect_defaults()
 
@@ -737,7 +738,3 @@ def main() -> None:
         app()
     except Exception as exc:  # outside a command (typer itself, imports): still one line
         sys.exit(_report(exc))
-
-
-if __name__ == "__main__":
-    main()
