@@ -44,6 +44,15 @@ class VoxflowError(Exception):
         return type(self).__name__
 
 
+class NotStarted(VoxflowError):
+    """An item the run never started because it had aborted first (its ``error_kind``; the
+    abort itself is in the manifest)."""
+
+    @classmethod
+    def after(cls, abort: BaseException) -> NotStarted:
+        return cls(f"not started: {abort}")
+
+
 class ConfigError(VoxflowError):
     """Bad settings, flags or an unusable environment (exit code 2)."""
 

@@ -17,7 +17,7 @@ from voxflow.catalog import CatalogWriter
 from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
-from voxflow.errors import AudioError, RunAbort, SourceError
+from voxflow.errors import AudioError, NotStarted, RunAbort, SourceError
 from voxflow.fsnames import printable_name
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.narrate.corpus import DocumentRef
@@ -124,7 +124,7 @@ def narrate(doc: DocumentRef, spec: NarrationSpec, book_key: str | None = None) 
     writes them to the catalog). Raises RunAbort, which stops the run."""
     res = resources_for(spec)
     if res.aborted is not None:
-        return [_run_failure_row(doc, spec, res.synth.model, res.aborted, "not started: ")]
+        return [_run_failure_row(doc, spec, res.synth.model, NotStarted.after(res.aborted))]
     try:
         return narrate_document(
             doc.uri,
@@ -157,7 +157,7 @@ def record_abort(run: NarrationRun, doc: DocumentRef, exc: RunAbort) -> None:
 
 
 def _run_failure_row(
-    doc: DocumentRef, spec: NarrationSpec, model: str, exc: BaseException, prefix: str
+    doc: DocumentRef, spec: NarrationSpec, model: str, exc: BaseException, prefix: str = ""
 ) -> dict[str, Any]:
     """The row of a document the run's abort stopped (before or while narrating it)."""
     row = failed_row(
@@ -198,10 +198,13 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
     interrupted = interrupts.requested()
     for doc in plan.todo:  # a document whose task died before it returned rows
         if printable_name(doc.rel_path) not in handled and not interrupted:
-            reason = run.aborted or RuntimeError("the task ended without a result (see the flow's logs)")
-            prefix = "not started: " if run.aborted else ""
+            reason = (
+                NotStarted.after(run.aborted)
+                if run.aborted
+                else RuntimeError("the task ended without a result (see the flow's logs)")
+            )
             rows = [failed_row(doc.uri, doc.rel_path, run.model, plan.settings.voice, run.run_id, reason,
-                                utc_now(), SynthStats(), prefix=prefix)]  # fmt: skip
+                                utc_now(), SynthStats())]  # fmt: skip
             run.catalog.add_rows("narrations", rows)
             results.append(rows)
     for doc, rows in plan.skipped:
@@ -215,7 +218,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
             by_doc.setdefault(row["rel_path"], []).append(row)
     done_paths = {p for p, rows in by_doc.items() if rows and rows[0]["status"] == "done"}
     failed = [rows[0] for rows in by_doc.values() if rows and rows[0]["status"] == "failed"]
-    not_started = [r for r in failed if ": not started: " in (r["error_message"] or "")]
+    not_started = [r for r in failed if r["error_kind"] == NotStarted.__name__]
     undone = [printable_name(d.rel_path) for d in plan.todo if printable_name(d.rel_path) not in done_paths]
     books = []
     for rel, rows in sorted(by_doc.items()):

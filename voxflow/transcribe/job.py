@@ -16,6 +16,7 @@ from voxflow.catalog import CatalogIndex
 from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
 from voxflow.errors import (
+    NotStarted,
     RunAbort,
 )
 from voxflow.limits import Budget, RequestLimiter
@@ -147,7 +148,7 @@ def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
     progress.emit("started", recording=rec.rel_path)
     if res.aborted:
         return RecordingOutcome(
-            failed_result(rec, res.aborted, res.options_hash, res.options.model, started, "not started: ")
+            failed_result(rec, NotStarted.after(res.aborted), res.options_hash, res.options.model, started)
         )
     try:
         return _transcribe(rec, res, started)

@@ -17,6 +17,7 @@ from voxflow.cluster import where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber
 from voxflow.errors import (
     AudioError,
+    NotStarted,
     RunAbort,
     VoxflowError,
 )
@@ -157,7 +158,7 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
     leader = next((r for r in results if r.recording.recording_id == twin.recording_id), None)
     if leader is None:
         why = ctx.aborted or VoxflowError("the file with the same content was not transcribed")
-        return _record(ctx, failed_result(twin, why, ctx.plan.options_hash, ctx.model, started, "not started: "))
+        return _record(ctx, failed_result(twin, NotStarted.after(why), ctx.plan.options_hash, ctx.model, started))
     if leader.status != "done":
         failed = replace(leader, recording=twin, error_message=f"{twin.rel_path}: {leader.error_message}")
         return _record(ctx, failed)
@@ -221,7 +222,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     left_alone = [*plan.left_alone, *ctx.left_alone]
     everything = [*plan.failed, *results]
     failed = [r for r in everything if r.status == "failed"]
-    not_started = [r for r in failed if r.error_message and ": not started: " in r.error_message]
+    not_started = [r for r in failed if r.error_kind == NotStarted.__name__]
     done_ids = {r.recording.rel_path for r in everything if r.status == "done"}
     undone = [r.rel_path for r in plan.todo if r.rel_path not in done_ids]
     aborted = f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None
