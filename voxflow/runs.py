@@ -11,9 +11,14 @@ twice (the second waits for the first's engine); entries are dropped under the s
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from voxflow import interrupts
+from voxflow.fsnames import printable_tree
+from voxflow.sources import OutputTree
 
 R = TypeVar("R")
 
@@ -49,4 +54,16 @@ class PerProcess(Generic[R]):
             self._on_drop(self._built.pop(next(iter(self._built))))
 
 
-__all__ = ["PerProcess"]
+def exit_code(*, aborted: bool, failed: bool) -> int:
+    """A finished run's exit code: 130 interrupted, 3 aborted, 1 some items failed, else 0."""
+    if interrupts.requested():
+        return interrupts.INTERRUPTED_EXIT
+    return 3 if aborted else (1 if failed else 0)
+
+
+def write_manifest(out: OutputTree, run_id: str, manifest: Mapping[str, Any]) -> str:
+    """``runs/<run_id>.json`` (names that are not UTF-8 escaped); its URI."""
+    return out.write_text(f"runs/{run_id}.json", json.dumps(printable_tree(dict(manifest)), indent=2, default=str))
+
+
+__all__ = ["PerProcess", "exit_code", "write_manifest"]

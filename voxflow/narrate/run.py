@@ -26,7 +26,7 @@ from voxflow.narrate.options import NarrationOptions
 from voxflow.narrate.plan import NarrationPlan
 from voxflow.narrate.prepare import DEFAULT_MAX_CHARS
 from voxflow.narrate.synthesis import SynthStats
-from voxflow.runs import PerProcess
+from voxflow.runs import PerProcess, exit_code, write_manifest
 from voxflow.settings import Settings
 from voxflow.sources import (
     OutputTree,
@@ -238,7 +238,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         )
     mastering = _mastering_reports(run.out, books)
     aborted = f"{run.aborted.kind}: {run.aborted}" if run.aborted else None
-    exit_code = interrupts.INTERRUPTED_EXIT if interrupted else 3 if run.aborted else (1 if failed else 0)
+    code = exit_code(aborted=run.aborted is not None, failed=bool(failed))
     new_rows = [r for rows in results for r in rows]
     manifest = {
         "run_id": run.run_id,
@@ -266,7 +266,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         "mastering": mastering,
         "catalog_parts": run.catalog.written,
     }
-    manifest_uri = run.out.write_text(f"runs/{run.run_id}.json", json.dumps(manifest, indent=2, default=str))
+    manifest_uri = write_manifest(run.out, run.run_id, manifest)
     _RESOURCES.drop(run.run_id)
     return NarrationSummary(
         run_id=run.run_id,
@@ -283,7 +283,7 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         failures=manifest["errors"],
         books=books,
         manifest=manifest_uri,
-        exit_code=exit_code,
+        exit_code=code,
     )
 
 

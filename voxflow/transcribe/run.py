@@ -4,7 +4,6 @@ exit code. ``run_inline`` runs a plan without Prefect (no-op runs, tests)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -21,13 +20,14 @@ from voxflow.errors import (
     RunAbort,
     VoxflowError,
 )
-from voxflow.fsnames import printable_name, printable_tree
+from voxflow.fsnames import printable_name
 from voxflow.models import (
     AudioChunk,
     Recording,
     RecordingResult,
     Transcript,
 )
+from voxflow.runs import exit_code, write_manifest
 from voxflow.settings import Settings
 from voxflow.sources import (
     OutputTree,
@@ -227,7 +227,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     undone = [r.rel_path for r in plan.todo if r.rel_path not in done_ids]
     aborted = f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None
     interrupted = interrupts.requested()
-    exit_code = interrupts.INTERRUPTED_EXIT if interrupted else 3 if ctx.aborted else (1 if failed else 0)
+    code = exit_code(aborted=ctx.aborted is not None, failed=bool(failed))
     manifest = {
         "run_id": ctx.run_id,
         "source": plan.source,
@@ -260,9 +260,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "left_alone": left_alone,
         "catalog_parts": ctx.catalog.written,
     }
-    manifest_uri = ctx.out.write_text(
-        f"runs/{ctx.run_id}.json", json.dumps(printable_tree(manifest), indent=2, default=str)
-    )
+    manifest_uri = write_manifest(ctx.out, ctx.run_id, manifest)
     RESOURCES.drop(ctx.run_id)
     return RunSummary(
         run_id=ctx.run_id,
@@ -279,7 +277,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         aborted=aborted,
         failures=manifest["errors"],
         manifest=manifest_uri,
-        exit_code=exit_code,
+        exit_code=code,
         deleted=len(plan.deleted),
         interrupted=interrupted,
         left_undone=len(manifest["left_undone"]),
