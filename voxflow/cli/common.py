@@ -1,0 +1,213 @@
+"""What every command shares: the consoles, the options, one-line errors (``guarded``),
+settings and output checks, and running a flow on Prefect's bound temporary server."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from voxflow import interrupts
+from voxflow.errors import ConfigError, ExitCode, explain
+from voxflow.settings import Settings, load_settings
+
+console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
+
+
+out_console = Console()
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_default(text: str, field: str | None = None, shown: str = "") -> str:
+    """Help ``text`` with the setting's default (the flag itself defaults to "not given", so the
+    environment variable can set it) or the ``shown`` words."""
+    value = Settings.model_fields[field].default if field else shown
+    return f"{text}  [default: {','.join(value) if isinstance(value, tuple) else value}]"
+
+
+OutOpt = Annotated[str | None, typer.Option("--out", "-o", help=with_default("Output folder or bucket URL.", "out"))]
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=with_default(
+            "Model id (local/… or an OpenRouter id).", shown="OpenRouter's with OPENROUTER_API_KEY, else local"
+        ),
+    ),
+]
+
+
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option(help=with_default("Engine requests in flight (whole run).", "concurrency"))
+]
+
+
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(help="Run the work on Dask: tcp://HOST:PORT of a scheduler, or local:N worker processes."),
+]
+
+
+NotifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--notify",
+        envvar="VOXFLOW_NOTIFY_URL",
+        help="POST the run's summary as JSON to this URL (e.g. a Slack webhook) when it had failures or was aborted.",
+    ),
+]
+
+
+NotifyAlwaysOpt = Annotated[
+    bool, typer.Option("--notify-always", help="With --notify: send the summary after every run, not only bad ones.")
+]
+
+
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget-usd", help=with_default("Stop starting work past this cost.", shown="no limit")),
+]
+
+
+def debug_on() -> bool:
+    return os.environ.get("VOXFLOW_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def report_error(exc: BaseException) -> int:
+    """The one place an error reaches the user: one line on stderr (the traceback too with
+    --debug) and the exit code it means."""
+    message, code = explain(exc)
+    if debug_on():
+        traceback.print_exception(exc, file=sys.stderr)
+    console.print(f"{'aborted' if code == ExitCode.ABORTED else 'error'}: {message}", markup=False, highlight=False)
+    return int(code)
+
+
+def guarded(command: Command) -> Command:
+    """``command`` with every error turned into one line and its exit code by ``report_error``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException, typer.BadParameter):
+            raise
+        except Exception as exc:
+            raise typer.Exit(report_error(exc)) from exc
+
+    return run  # type: ignore[return-value]
+
+
+def settings_from(**flags: Any) -> Settings:
+    """Settings from the environment and ``flags``; a bad value raises ConfigError naming both."""
+    settings = load_settings(**flags)
+    if settings.cluster and settings.budget_usd is not None:
+        raise ConfigError(
+            "--budget-usd is kept by each process, so a cluster could pass it: run a budgeted batch without --cluster"
+        )
+    return settings
+
+
+def check_out(out: str) -> None:
+    """A local --out must be a folder we can create and write in: refuse it before any work."""
+    if "://" in out and not out.startswith("file://"):
+        return  # a bucket: its errors surface on first use
+    path = Path(out.removeprefix("file://")).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: name a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".voxflow-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out} cannot be written ({exc.strerror or exc}): name a folder you can write to"
+        ) from exc
+
+
+def say_engine(model: str, has_key: bool) -> None:
+    if model.startswith("local/"):
+        why = "" if has_key else " (no OPENROUTER_API_KEY set)"
+        console.print(f"engine: embedded offline [bold]{model}[/]{why}")
+    else:
+        console.print(f"engine: OpenRouter [bold]{model}[/]")
+
+
+def notifier_for(command: Any, url: str | None, always: bool) -> Callable[[dict[str, Any]], None]:
+    from voxflow.notify import notifier
+
+    return notifier(command, url, always, lambda line: console.print(f"warning: {line}", markup=False))
+
+
+def prefect_defaults() -> None:
+    """Quiet, patient ephemeral Prefect unless the user configured otherwise. A failed flow's
+    traceback is Prefect's log; the user reads our one line instead (Prefect's with --debug or
+    PREFECT_LOGGING_LEVEL=INFO)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    if not debug_on() and os.environ["PREFECT_LOGGING_LEVEL"].upper() not in ("DEBUG", "INFO"):
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "CRITICAL")
+
+
+def validate_model(settings: Settings, kind: str = "transcription", voice: str | None = None) -> None:
+    """Check an OpenRouter model (and voice) against GET /models before a batch starts."""
+    model = settings.transcription_model if kind == "transcription" else settings.speech_model
+    if model.startswith("local/"):  # load it now: a bad name or folder is a usage error (exit 2)
+        from voxflow.engines.base import get_synthesizer, get_transcriber
+
+        engine = get_transcriber(settings) if kind == "transcription" else get_synthesizer(settings)
+        engine.load()
+        return
+    import asyncio
+
+    from voxflow.engines.openrouter import list_models, validate_model
+
+    found = asyncio.run(validate_model(settings, model, kind, voice=voice))
+    if kind == "transcription" and settings.diarize and "diarize" not in (found.get("supported_parameters") or []):
+        able = [
+            m["id"] for m in asyncio.run(list_models(settings, kind)) if "diarize" in m.get("supported_parameters", [])
+        ]
+        raise ConfigError(
+            f"--diarize: {model} cannot label speakers; pick a model that can ({', '.join(able) or 'none listed'})"
+        )
+
+
+def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on a
+    temporary Prefect server that dies with this process (flows.server)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.server import start_bound_server
+
+    api_url = start_bound_server()
+
+    def run_told_where_the_api_is() -> dict[str, Any]:
+        if api_url is None:
+            return run_flow()
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):  # travels with each task to Dask workers
+            return run_flow()
+
+    return interrupts.run_in_worker(run_told_where_the_api_is)
+
+
+def say_stopping(signal_name: str) -> None:
+    console.print(
+        f"\n[yellow]{signal_name}:[/] stopping — no new work starts; what is in flight finishes or is "
+        "checkpointed, then the summary (press Ctrl-C again to stop at once)"
+    )

@@ -1,0 +1,183 @@
+"""The ``transcribe`` command's front end: lock, plan, run the flow (or nothing), print."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.table import Table
+
+from voxflow import interrupts
+from voxflow import progress as events
+from voxflow.cli.common import (
+    check_out,
+    console,
+    prefect_defaults,
+    report_error,
+    run_bound,
+    say_engine,
+    say_stopping,
+    validate_model,
+)
+from voxflow.cli.progress import RunProgress, hms
+from voxflow.errors import ConfigError, RunAbort, SourceError
+from voxflow.fsnames import printable_name
+from voxflow.settings import Settings
+
+
+def check_transcription(settings: Settings) -> None:
+    """Refuse settings the transcription engine would ignore, before any work."""
+    model = settings.transcription_model
+    if settings.translate_to and not model.startswith("local/"):
+        raise ConfigError(
+            f"--translate-to needs an offline model; {model} is not one (use --model local/auto or local/base)"
+        )
+    if not model.startswith("local/"):
+        return  # OpenRouter models: checked against GET /models when there is work
+    if settings.diarize:
+        raise ConfigError(
+            f"--diarize needs an OpenRouter model that labels speakers; the offline engine {model} cannot "
+            "(set OPENROUTER_API_KEY and pick one with `voxflow models`)"
+        )
+    if model.endswith(".en") and settings.language not in (None, "en"):
+        raise ConfigError(
+            f"--language {settings.language}: {model} understands English only; "
+            "use a multilingual model (e.g. local/base) or leave --language out"
+        )
+
+
+def run_transcribe(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """The transcribe command without typer: hold the output's lock, then plan, run, report.
+    The first Ctrl-C or SIGTERM stops starting work (exit 130, see voxflow.interrupts)."""
+    with interrupts.graceful_signals(say_stopping):
+        return _transcribe_command(source, settings, notify)
+
+
+def _transcribe_command(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None) -> int:
+    from voxflow.lock import OutputLocked, output_lock
+    from voxflow.sources import new_run_id
+
+    check_transcription(settings)
+    check_out(settings.out)
+    run_id = new_run_id()
+    try:
+        with output_lock(settings, run_id):
+            return _transcribe_locked(source, settings, run_id, notify)
+    except OutputLocked as exc:
+        return report_error(exc)
+
+
+def _transcribe_locked(
+    source: str, settings: Settings, run_id: str, notify: Callable[[dict[str, Any]], None] | None
+) -> int:
+    """Plan, run (Prefect only if there is work), report."""
+    from voxflow.transcribe import plan_run, run_inline
+
+    started = time.monotonic()
+    if not settings.quiet:
+        say_engine(settings.transcription_model, settings.openrouter.has_key)
+    try:
+        plan = plan_run(source, settings)
+    except SourceError as exc:
+        return report_error(exc)
+    if plan.found == 0:
+        console.print(f"no media files found in {source} ({plan.ignored} other files ignored)")
+        return 0
+    if not settings.quiet:
+        console.print(
+            f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
+            f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
+            + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
+            + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
+        )
+        _say_passed_over(plan.passed_over)
+    _say_known_failures(plan.known_failures)
+    try:
+        if not plan.has_work:
+            summary = run_inline(plan, run_id).as_dict()
+        else:
+            validate_model(settings)
+            if interrupts.requested():
+                console.print("[yellow]interrupted[/] before any recording started")
+                return interrupts.INTERRUPTED_EXIT
+            summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore), run_id)
+    except (RunAbort, ConfigError) as exc:
+        if notify and isinstance(exc, RunAbort):  # stopped before the run could write a manifest
+            notify({"aborted": f"{exc.kind}: {exc}"})
+        return report_error(exc)
+    print_summary(summary, settings, time.monotonic() - started)
+    if notify:
+        notify(summary)
+    return int(summary["exit_code"])
+
+
+def _say_known_failures(known: list[Any]) -> None:
+    """One line for recordings that failed for good earlier and have not changed."""
+    if known:
+        runs = ", ".join(sorted({k.since_run for k in known}))
+        console.print(
+            f"{len(known)} known failures (unchanged since run {runs}; --retry-failed to try again)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _say_passed_over(passed_over: Sequence[Any], shown: int = 5) -> None:
+    """The paths the scan never opened (special files, symlinks out of the source), and why."""
+    if not passed_over:
+        return
+    console.print(f"{len(passed_over)} paths passed over without being opened:")
+    for entry in passed_over[:shown]:
+        console.print(f"  {printable_name(entry.rel_path)} — {entry.reason}", markup=False, highlight=False)
+    if len(passed_over) > shown:
+        console.print(f"  … and {len(passed_over) - shown} more (runs/<run_id>.json lists them all)")
+
+
+def _run_transcription_flow(source: str, settings: Settings, total: int, run_id: str | None = None) -> dict[str, Any]:
+    prefect_defaults()
+    from flows.transcribe import transcribe_flow
+
+    flow = transcribe_flow
+    options = settings.public_dict()
+    options.pop("out")
+    with RunProgress(
+        total, console, quiet=settings.quiet, force_bar=os.environ.get("VOXFLOW_PROGRESS") == "1"
+    ) as shown:
+        unsubscribe = events.subscribe(shown.on_event)
+        try:
+            return run_bound(lambda: flow(source=source, out=settings.out, options=options, run_id=run_id))
+        finally:
+            unsubscribe()
+
+
+def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -> None:
+    table = Table(title=f"run {summary['run_id']}", show_header=False)
+    rows = [
+        ("done", summary["done"]),
+        ("restored from catalog", summary["restored"]),
+        ("skipped (already done)", summary["skipped"]),
+        ("failed", summary["failed"]),
+        ("waiting to settle", summary["unsettled"]),
+        ("gone from source (rows kept)", summary.get("deleted", 0)),
+        ("audio", hms(summary["audio_s"])),
+        ("cost", f"${summary['cost_usd']:.4f}"),
+        ("wall time", f"{wall_s:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    for failure in summary["failures"]:
+        console.print(f"[red]✗[/] {failure['kind']}: {failure['message']}")
+    for note in summary.get("left_alone", []):
+        console.print(f"[yellow]![/] {note}")
+    if summary.get("aborted"):
+        console.print(f"[red]aborted:[/] {summary['aborted']}")
+    if summary.get("interrupted"):
+        console.print(
+            f"[yellow]interrupted:[/] {summary.get('left_undone', 0)} recordings left for the next run "
+            "(run the same command again to resume)"
+        )
+    where = "beside each recording" if settings.beside_source else settings.out
+    console.print(f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}")
