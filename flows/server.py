@@ -6,22 +6,32 @@ there and the server lives on. Started here instead, the server runs in its own 
 terminal's Ctrl-C does not stop it while the run winds down) and the kernel kills it when its
 parent dies, however it dies (Linux ``PR_SET_PDEATHSIG``). Its own output goes to
 ``$PREFECT_HOME/voxflow-server.log``, not to the user's terminal.
+
+``voxflow server start`` keeps one server running in the background instead (with its UI);
+runs find it through ``$PREFECT_HOME/voxflow-server.json`` and skip the temporary server's
+start-up, which dominates small jobs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect.server.api import server as prefect_server
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+from voxflow.errors import ConfigError
 
 PR_SET_PDEATHSIG = 1
 
@@ -72,3 +82,88 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
+
+
+# --- a server kept in the background: `voxflow server start|stop|status` ---------------
+
+STATE_FILE = "voxflow-server.json"
+START_TIMEOUT_S = 120.0
+
+
+def background_server_url() -> str | None:
+    """The API URL of the server ``voxflow server start`` left running, when it answers
+    (runs then skip the temporary server's start-up); None otherwise."""
+    state = _read_state()
+    if state is None or not _serves(state):
+        return None
+    return state["url"]
+
+
+def start_background_server(port: int) -> dict[str, Any]:
+    """Start ``prefect server start`` on 127.0.0.1:``port`` in its own session (it outlives this
+    process), wait until it answers, and remember it in ``$PREFECT_HOME/voxflow-server.json``."""
+    running = _read_state()
+    if running is not None and _serves(running):
+        return running
+    env = {**os.environ, "PREFECT_UI_ENABLED": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _server_log().open("ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state = {"url": f"http://127.0.0.1:{port}/api", "ui": f"http://127.0.0.1:{port}", "pid": process.pid}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _answers(state["url"]):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise ConfigError(
+                f"the Prefect server did not start on port {port}: is it in use? try --port (log: {_server_log()})"
+            )
+        time.sleep(0.5)
+    _state_path().write_text(json.dumps(state))
+    return state
+
+
+def stop_background_server() -> dict[str, Any] | None:
+    """Stop the server ``start_background_server`` started (None: none was running)."""
+    state = _read_state()
+    _state_path().unlink(missing_ok=True)
+    if state is None or not _is_our_server(state["pid"]):
+        return None
+    os.killpg(state["pid"], signal.SIGTERM)
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+        psutil.Process(state["pid"]).wait(timeout=30)
+    return state
+
+
+def _state_path() -> Path:
+    return _server_log().with_name(STATE_FILE)
+
+
+def _read_state() -> dict[str, Any] | None:
+    try:
+        state = json.loads(_state_path().read_text())
+        return state if {"url", "pid"} <= set(state) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _serves(state: dict[str, Any]) -> bool:
+    return _is_our_server(state["pid"]) and _answers(state["url"])
+
+
+def _is_our_server(pid: int) -> bool:
+    """``pid`` is alive and is a Prefect server (not a process that reused the number)."""
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "prefect" in command and "server" in command
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -339,6 +339,50 @@ def doctor(out: OutOpt = None) -> None:
     raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="Keep a Prefect server (with its UI) running in the background; runs use it and skip the "
+    "temporary server's start-up.",
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+@guarded
+def server_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200) -> None:
+    """Start the server (a no-op when it runs already) and print its UI's URL."""
+    from flows.server import start_background_server
+
+    prefect_defaults()
+    state = start_background_server(port)
+    out_console.print(
+        f"Prefect server: {state['ui']} (pid {state['pid']}); runs use it until `voxflow server stop`", soft_wrap=True
+    )
+
+
+@server_app.command("status")
+@guarded
+def server_status() -> None:
+    """Say whether the background server runs (exit 1 when it does not)."""
+    from flows.server import background_server_url
+
+    url = background_server_url()
+    if url is None:
+        out_console.print("no background server: runs start a temporary one (`voxflow server start` keeps one)")
+        raise typer.Exit(1)
+    out_console.print(f"Prefect server: {url.removesuffix('/api')} — runs use it")
+
+
+@server_app.command("stop")
+@guarded
+def server_stop() -> None:
+    """Stop the background server."""
+    from flows.server import stop_background_server
+
+    state = stop_background_server()
+    out_console.print(f"stopped the Prefect server (pid {state['pid']})" if state else "no background server ran")
+
+
 @app.command()
 def emulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8089,

@@ -189,13 +189,15 @@ def validate_model(settings: Settings, kind: str = "transcription", voice: str |
 
 
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on a
-    temporary Prefect server that dies with this process (flows.server)."""
+    """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on the
+    server ``voxflow server start`` keeps, or a temporary one that dies with this process
+    (flows.server); PREFECT_API_URL, when set, wins over both."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import start_bound_server
+    from flows.server import background_server_url, start_bound_server
 
-    api_url = start_bound_server()
+    api_url = None if PREFECT_API_URL.value() else background_server_url()
+    api_url = api_url or start_bound_server()
 
     def run_told_where_the_api_is() -> dict[str, Any]:
         if api_url is None:
