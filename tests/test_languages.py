@@ -199,6 +199,23 @@ def test_translate_to_en_writes_an_english_sidecar_beside_the_original(tmp_path:
     assert py3langid.classify(english)[0] == "en" and len(english.split()) >= 30, english
 
 
+def test_translate_to_added_on_a_rerun_writes_the_missing_translation(tmp_path: Path) -> None:
+    """A recording done without --translate-to is not skipped when the flag asks for its
+    English sidecars; once they are there, the next run skips it."""
+    clip = cut_clip(tmp_path, "talk.wav", "atrim=30,asetpts=N/SR/TB")  # the German half only
+    out = tmp_path / "out"
+    args = ("transcribe", str(clip.parent), "--out", str(out), "--formats", "srt")
+    assert voxflow_cli(*args).returncode == 0
+    assert sorted(p.name for p in out.glob("*.srt")) == ["talk.de.srt"]
+    again = voxflow_cli(*args, "--translate-to", "en")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.glob("*.srt")) == ["talk.de.srt", "talk.en.srt"]
+    english = " ".join(c.content for c in srt.parse((out / "talk.en.srt").read_text(encoding="utf-8")))
+    assert py3langid.classify(english)[0] == "en", english
+    third = voxflow_cli(*args, "--translate-to", "en")
+    assert third.returncode == 0 and "0 to transcribe" in third.stdout + third.stderr, third.stdout
+
+
 def test_translate_to_other_than_en_is_refused_naming_the_flag(tmp_path: Path) -> None:
     done = voxflow_cli("transcribe", str(tmp_path), "--out", str(tmp_path / "o"), "--translate-to", "fr")
     assert done.returncode == 2

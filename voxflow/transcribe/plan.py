@@ -112,6 +112,8 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
         if done is None:
             _todo_unless_known(plan, rec, known)
+        elif not _translation_settled(rec, done, plan, existing):
+            plan.todo.append(rec)  # a translation is made from the audio: the catalog cannot restore it
         elif _sidecars_settled(rec, done.language, plan, existing):
             plan.skipped.append(rec)
         else:
@@ -207,6 +209,15 @@ def _fitting_stem(stem: str) -> str:
         return stem
     tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
     return os.fsdecode(raw[: room - len(tag)]) + tag
+
+
+def _translation_settled(rec: Recording, done: DoneRecord, plan: RunPlan, existing: set[str]) -> bool:
+    """True unless ``--translate-to`` wants sidecars in another language than the recording's
+    and they are missing (a run without the flag, or files deleted since)."""
+    target = plan.settings.translate_to
+    if not target or done.language in (target, "und") or not (done.n_segments or done.text):
+        return True
+    return _sidecars_settled(rec, target, plan, existing)
 
 
 def _sidecars_settled(rec: Recording, language: str, plan: RunPlan, existing: set[str]) -> bool:
