@@ -221,3 +221,41 @@ def test_translate_to_other_than_en_is_refused_naming_the_flag(tmp_path: Path) -
     assert done.returncode == 2
     said = done.stderr + done.stdout
     assert "--translate-to" in said and "English only" in said and "Traceback" not in said
+
+
+USER_SUBTITLES = "1\n00:00:00,000 --> 00:00:02,000\nThe user's own subtitles.\n"
+
+
+def test_a_video_with_subtitles_in_the_asked_language_is_not_transcribed_unless_forced(tmp_path: Path) -> None:
+    """Video libraries: ``movie.eng.srt`` beside ``movie.mp4`` (not voxflow's) means English
+    subtitles exist: ``--language en`` leaves the video alone and says so; ``--force`` does it
+    and still never touches the user's file."""
+    import json
+    import shutil
+
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    shutil.copy(SAMPLES / "jfk video.mp4", lib / "movie.mp4")
+    (lib / "movie.eng.srt").write_text(USER_SUBTITLES)
+    shutil.copy(SAMPLES / "spk1_snt3.wav", lib / "other.wav")
+    args = (
+        "transcribe",
+        str(lib),
+        "--out",
+        str(out),
+        "--language",
+        "en",
+        "--formats",
+        "srt",
+        "--model",
+        "local/tiny.en",
+    )
+    first = voxflow_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.glob("*.srt")) == ["other.en.srt"]
+    assert "1 already have en subtitles" in first.stdout + first.stderr
+    manifest = json.loads(max((out / "runs").glob("*.json")).read_text())
+    assert [e["file"] for e in manifest["already_subtitled"]] == ["movie.mp4"]
+    forced = voxflow_cli(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "movie.en.srt").exists() and (lib / "movie.eng.srt").read_text() == USER_SUBTITLES

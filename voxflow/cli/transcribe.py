@@ -94,6 +94,7 @@ def _transcribe_locked(
         )
         _say_passed_over(plan.passed_over)
     _say_known_failures(plan.known_failures)
+    _say_subtitled(plan.subtitled, settings)
     try:
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
@@ -111,6 +112,18 @@ def _transcribe_locked(
     if notify:
         notify(summary)
     return int(summary["exit_code"])
+
+
+def _say_subtitled(subtitled: list[Any], settings: Settings) -> None:
+    """One line for recordings left alone because their subtitles are already there."""
+    if subtitled:
+        wanted = ",".join(code for code in (settings.language, settings.translate_to) if code)
+        console.print(
+            f"{len(subtitled)} already have {wanted} subtitles beside them, not transcribed (--force to do them; "
+            "runs/<run_id>.json lists them)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _say_known_failures(known: list[Any]) -> None:

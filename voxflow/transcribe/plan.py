@@ -27,6 +27,7 @@ from voxflow.settings import Settings
 from voxflow.sources import (
     NAME_MAX,
     HashCache,
+    Listing,
     OutputTree,
     ScanResult,
     Skipped,
@@ -71,6 +72,7 @@ class RunPlan:
     stems: dict[str, str] = field(default_factory=dict)
     ledger: OutputLedger = field(default_factory=OutputLedger)  # which output files voxflow wrote
     left_alone: list[str] = field(default_factory=list)  # sidecars of skipped recordings not ours
+    subtitled: list[tuple[Recording, str]] = field(default_factory=list)  # has the wanted subtitles already
     ignored: int = 0
     found: int = 0
 
@@ -110,7 +112,9 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         if not _mine(rec, settings.shard):
             continue
         done = None if settings.force else index.get(rec.recording_id, plan.options_hash)
-        if done is None:
+        if done is None and (subtitles := _subtitled(rec, plan, scanned.listing)):
+            plan.subtitled.append((rec, subtitles))
+        elif done is None:
             _todo_unless_known(plan, rec, known)
         elif not _translation_settled(rec, done, plan, existing):
             plan.todo.append(rec)  # a translation is made from the audio: the catalog cannot restore it
@@ -209,6 +213,38 @@ def _fitting_stem(stem: str) -> str:
         return stem
     tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
     return os.fsdecode(raw[: room - len(tag)]) + tag
+
+
+SUBTITLE_EXTENSIONS = ("srt", "vtt")
+
+
+def _subtitled(rec: Recording, plan: RunPlan, listing: Listing | None) -> str | None:
+    """A subtitle file beside ``rec``, in a language the run would write (``--language``,
+    ``--translate-to``), that voxflow did not write: ``<stem>.<code>.srt|vtt`` with a two- or
+    three-letter code (``movie.en.srt``, ``movie.eng.vtt``). Its path, or None (also with
+    ``--force``, or when the language is left to detection)."""
+    settings = plan.settings
+    wanted = {code for code in (settings.language, settings.translate_to) if code}
+    if settings.force or not wanted or listing is None:
+        return None
+    folder = resolve(rec.uri)[1].rsplit("/", 1)[0]
+    for code in sorted(_codes_of(wanted)):
+        for ext in SUBTITLE_EXTENSIONS:
+            path = f"{folder}/{rec.stem}.{code}.{ext}"
+            if path in listing.paths and plan.ledger.key(full_uri(listing.fs, path)) not in plan.ledger.claims:
+                return path
+    return None
+
+
+def _codes_of(languages: set[str]) -> set[str]:
+    """ISO-639-1 codes and their three-letter forms (both ISO-639-2 B and T: ``fr``, ``fra``, ``fre``)."""
+    import langcodes
+
+    codes = set(languages)
+    for code in languages:
+        language = langcodes.Language.get(code)
+        codes |= {language.to_alpha3(variant="T"), language.to_alpha3(variant="B")}
+    return codes
 
 
 def _translation_settled(rec: Recording, done: DoneRecord, plan: RunPlan, existing: set[str]) -> bool:

@@ -205,6 +205,7 @@ class RunSummary:
     left_undone: int = 0
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
     known_failures: list[dict[str, str]] = field(default_factory=list)  # failed for good earlier, unchanged
+    subtitled: int = 0  # not transcribed: subtitles in the wanted language are already beside them
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -256,6 +257,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "passed_over": [{"path": p.rel_path, "reason": p.reason} for p in plan.passed_over],
         "deleted": plan.deleted,
         "known_failures": [k.as_dict() for k in plan.known_failures],
+        "already_subtitled": [{"file": r.rel_path, "subtitles": path} for r, path in plan.subtitled],
         "skipped": [r.rel_path for r in plan.skipped],
         "left_alone": left_alone,
         "catalog_parts": ctx.catalog.written,
@@ -283,6 +285,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         left_undone=len(manifest["left_undone"]),
         left_alone=left_alone,
         known_failures=manifest["known_failures"],
+        subtitled=len(plan.subtitled),
     )
 
 
