@@ -1,0 +1,361 @@
+"""Runs on a real Dask cluster: a ``dask scheduler`` and two ``dask worker`` processes on
+127.0.0.1, each in its own process group, and the real ``voxflow`` CLI with ``--cluster``.
+
+Embedded engines only (faster-whisper ``local/tiny.en``, the offline Piper voice). The oracles
+are independent of voxflow: the scheduler's own list of workers, the catalog read back by
+DuckDB, subtitles parsed by ``srt``, words compared by jiwer with the clips' reference texts,
+MP3s decoded by ffprobe. One test SIGKILLs a whole worker (nanny included) mid-run: the run
+still ends with every item done exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import jiwer
+import psutil
+import pytest
+import srt
+from distributed import Client
+
+from tests.conftest import ROOT, SAMPLES, ffmpeg, normal_words, reference_texts
+from tests.test_errors_surface import refusal, voxflow
+
+WHISPER = "local/tiny.en"
+PIPER = "local/en_US-joe-medium"
+WAIT_S = 300  # generous: the 2 cores here are shared by several agents
+DASK = str(Path(sys.executable).with_name("dask"))
+NARRATE_ON_DASK = "narrate --cluster is being moved onto Dask by the lead (issue 12): rows have no worker yet"
+
+# ─── the cluster ─────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and its workers, each a process group started by this test."""
+
+    address: str
+    groups: list[subprocess.Popen[bytes]]
+    seen: dict[int, psutil.Process] = field(default_factory=dict)  # every process of every group
+
+    def client(self) -> Client:
+        return Client(self.address, timeout=60)
+
+    def worker_pids(self) -> dict[str, int]:
+        """Each worker's address → the pid of its worker process (asked of the workers themselves)."""
+        with self.client() as client:
+            return client.run(os.getpid)
+
+    def remember_pids(self) -> None:
+        for proc in self.groups:
+            try:
+                leader = psutil.Process(proc.pid)
+                self.seen |= {p.pid: p for p in (leader, *leader.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                pass
+
+    def survivors(self) -> list[str]:
+        """The processes of this cluster still running (psutil checks pid reuse by start time)."""
+        alive = []
+        for process in self.seen.values():
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{process.pid} {' '.join(process.cmdline())}")
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+
+def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [DASK, *args],
+        cwd=log.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,  # its own process group: killpg reaches the nanny and its worker
+    )
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists() or not path.read_text().strip():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"dask scheduler did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # the file is written whole, but be sure of it
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """``dask scheduler`` + 2 ``dask worker`` (1 thread each) on 127.0.0.1, ready; all killed after."""
+    folder = tmp_path / "dask"
+    folder.mkdir()
+    env = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}
+    scheduler_file = folder / "scheduler.json"
+    groups: list[subprocess.Popen[bytes]] = []
+    cluster = DaskCluster("", groups)
+    try:
+        scheduler_log = folder / "scheduler.log"
+        common = ["--no-dashboard", "--host", "127.0.0.1"]
+        groups.append(_start(["scheduler", "--port", "0", "--scheduler-file", str(scheduler_file), *common],
+                             scheduler_log, env))  # fmt: skip
+        _wait_for_file(scheduler_file, groups[0], scheduler_log)
+        cluster.address = json.loads(scheduler_file.read_text())["address"]
+        assert cluster.address.startswith("tcp://127.0.0.1:")
+        for n in range(2):
+            worker = ["worker", cluster.address, "--nthreads", "1", "--nworkers", "1", "--name", f"w{n}"]
+            groups.append(_start([*worker, "--local-directory", str(folder / f"w{n}"), *common],
+                                 folder / f"worker{n}.log", env))  # fmt: skip
+        with cluster.client() as client:
+            client.wait_for_workers(2, timeout=120)
+        cluster.remember_pids()
+        yield cluster
+    finally:
+        cluster.remember_pids()
+        for proc in reversed(groups):
+            _kill_group(proc)
+        assert cluster.survivors() == [], "dask processes left running"
+
+
+def kill_worker(cluster: DaskCluster, address: str) -> None:
+    """SIGKILL the whole process group (nanny and worker) of the worker at ``address``."""
+    pid = cluster.worker_pids()[address]
+    cluster.remember_pids()
+    group = os.getpgid(pid)
+    assert group in {p.pid for p in cluster.groups[1:]}, "not one of our workers"
+    os.killpg(group, signal.SIGKILL)
+
+
+# ─── the CLI ────────────────────────────────────────────────────────────────────────────
+
+
+class Run:
+    """One ``python -m voxflow.cli …`` process, as a user runs it, output captured to files."""
+
+    def __init__(self, args: list[str], folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = folder / "stderr.txt"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voxflow.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, "VOXFLOW_LOCAL_THREADS": "1"},
+            stdout=(folder / "stdout.txt").open("wb"),
+            stderr=self.stderr_path.open("wb"),
+            start_new_session=True,
+        )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=WAIT_S)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def wait_for(condition: Callable[[], object], what: str, run: Run) -> object:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        if run.proc.poll() is not None:
+            pytest.fail(f"voxflow exited ({run.proc.returncode}) before {what}:\n{run.stderr[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def executing(client: Client) -> list[str]:
+    """The workers running a task right now (asked of each worker, not of the scheduler)."""
+    counts = client.run(lambda dask_worker: dask_worker.state.executing_count)
+    return sorted(address for address, n in counts.items() if n)
+
+
+def kill_a_busy_worker(cluster: DaskCluster, run: Run, finished: Callable[[], int], seed: int) -> str:
+    """Once ``finished()`` ≥ 2 items (warm workers) and a worker is running a task, SIGKILL
+    that worker (a seeded choice among the busy ones); → its address."""
+    with cluster.client() as client:
+        wait_for(lambda: finished() >= 2, "two items finished", run)
+        chosen = random.Random(seed).choice(wait_for(lambda: executing(client), "a task running on a worker", run))
+    kill_worker(cluster, chosen)
+    return chosen
+
+
+def catalog_rows(out: Path, table: str, columns: str) -> list[tuple]:
+    return duckdb.sql(f"select {columns} from read_parquet('{out}/catalog/{table}/*.parquet')").fetchall()
+
+
+# ─── transcription ──────────────────────────────────────────────────────────────────────
+
+SPEECH = ("jfk.flac", "beckett.wav", "spk1_snt1.wav", "spk1_snt3.wav")
+
+
+def make_recordings(folder: Path, count: int, joined: int = 1) -> dict[str, str]:
+    """``count`` distinct recordings (stem → reference text): ``joined`` sample clips end to end,
+    each file with its own length of silence after them, so no two files have the same audio."""
+    folder.mkdir(parents=True)
+    texts = reference_texts()
+    made: dict[str, str] = {}
+    for n in range(count):
+        clips = [SPEECH[(n + k) % len(SPEECH)] for k in range(joined)]
+        stem = f"rec{n:02d}"
+        inputs = [arg for clip in clips for arg in ("-i", str(SAMPLES / clip))]
+        streams = "".join(f"[{k}:a]aresample=16000,aformat=channel_layouts=mono[a{k}];" for k in range(joined))
+        pad = f"apad=pad_dur={0.05 * (n + 1):.2f}"
+        concat = "".join(f"[a{k}]" for k in range(joined)) + f"concat=n={joined}:v=0:a=1,{pad}"
+        ffmpeg(*inputs, "-filter_complex", streams + concat, str(folder / f"{stem}.wav"))
+        made[stem] = " ".join(texts[clip] for clip in clips)
+    return made
+
+
+def check_transcripts(out: Path, recordings: dict[str, str], max_wer: float) -> list[str]:
+    """One done row per recording, its .srt parses, its words match the reference; → workers."""
+    rows = catalog_rows(out, "transcripts", "rel_path, status, worker")
+    done = sorted(rel for rel, status, _ in rows if status == "done")
+    assert done == sorted(f"{stem}.wav" for stem in recordings), rows  # each once, none missing or twice
+    assert len(rows) == len(recordings), rows  # and no other row (failed, retried) beside them
+    for stem, reference in recordings.items():
+        cues = list(srt.parse((out / f"{stem}.en.srt").read_text()))
+        assert cues and all(c.end > c.start for c in cues), stem
+        heard = normal_words(" ".join(c.content for c in cues))
+        assert jiwer.wer(normal_words(reference), heard) <= max_wer, (stem, heard)
+    return [worker for _, _, worker in rows]
+
+
+def transcribe(source: Path, out: Path, cluster: DaskCluster, folder: Path) -> Run:
+    args = ["transcribe", str(source), "--out", str(out), "--model", WHISPER, "--language", "en"]
+    return Run([*args, "--cluster", cluster.address], folder)
+
+
+@pytest.mark.timeout(420)
+def test_recordings_spread_over_workers_each_done_once(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    recordings = make_recordings(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    run = transcribe(tmp_path / "in", out, dask_cluster, tmp_path / "run")
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    workers = check_transcripts(out, recordings, max_wer=0.35)
+    addresses = set(dask_cluster.worker_pids())
+    assert len(addresses) == 2
+    assert set(workers) == addresses, workers  # both workers used, every row names one of them
+
+
+@pytest.mark.timeout(480)
+@pytest.mark.parametrize("seed", [12])
+def test_a_worker_killed_mid_run_loses_nothing(dask_cluster: DaskCluster, tmp_path: Path, seed: int) -> None:
+    recordings = make_recordings(tmp_path / "in", 10, joined=2)
+    out = tmp_path / "out"
+    run = transcribe(tmp_path / "in", out, dask_cluster, tmp_path / "run")
+    before = set(dask_cluster.worker_pids())
+    killed = kill_a_busy_worker(dask_cluster, run, lambda: len(list(out.glob("*.srt"))), seed)
+    assert len(list(out.glob("*.srt"))) < len(recordings), "killed too late: the run was over"
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    workers = check_transcripts(out, recordings, max_wer=0.35)
+    with dask_cluster.client() as client:
+        assert set(client.scheduler_info()["workers"]) == before - {killed}  # it did not come back
+    assert set(workers) <= before, workers
+
+
+# ─── narration ──────────────────────────────────────────────────────────────────────────
+
+TOPICS = ("rivers", "lighthouses", "orchards", "trains", "bees", "glaciers")
+
+
+def make_documents(folder: Path, count: int, paragraphs: int) -> list[str]:
+    """``count`` short Markdown documents of ``paragraphs`` distinct paragraphs; → file names."""
+    folder.mkdir(parents=True)
+    names = []
+    for n, topic in enumerate(TOPICS[:count]):
+        body = "\n\n".join(
+            f"This is paragraph {p + 1} about {topic}. It is spoken by the offline voice, "
+            f"and document {n + 1} has its own words so that no two documents are alike."
+            for p in range(paragraphs)
+        )
+        name = f"{topic}.md"
+        (folder / name).write_text(f"# About {topic}\n\n{body}\n")
+        names.append(name)
+    return names
+
+
+def check_narrations(out: Path, documents: list[str]) -> list[str]:
+    """Every document done once (one done chapter row, no other row), MP3s decode; → workers."""
+    rows = catalog_rows(out, "narrations", "rel_path, document_id, status, worker")
+    assert sorted(rel for rel, _, status, _ in rows if status == "done") == sorted(documents), rows
+    assert len(rows) == len(documents) and len({doc_id for _, doc_id, _, _ in rows}) == len(documents), rows
+    for name in documents:
+        mp3s = list((out / "audiobooks" / Path(name).stem).glob("*.mp3"))
+        assert len(mp3s) == 1, (name, mp3s)
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(mp3s[0])],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert float(probe.stdout) > 5, name
+        decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp3s[0]), "-f", "null", "-"], capture_output=True)
+        assert decode.returncode == 0 and not decode.stderr, (name, decode.stderr)
+    return [worker for *_, worker in rows]
+
+
+def narrate(source: Path, out: Path, cluster: DaskCluster, folder: Path) -> Run:
+    return Run(["narrate", str(source), "--out", str(out), "--model", PIPER, "--cluster", cluster.address], folder)
+
+
+@pytest.mark.xfail(strict=False, reason=NARRATE_ON_DASK)
+@pytest.mark.timeout(420)
+def test_documents_spread_over_workers_each_done_once(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    documents = make_documents(tmp_path / "in", 4, paragraphs=2)
+    out = tmp_path / "out"
+    run = narrate(tmp_path / "in", out, dask_cluster, tmp_path / "run")
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    workers = check_narrations(out, documents)
+    assert set(workers) == set(dask_cluster.worker_pids()), workers
+
+
+@pytest.mark.xfail(strict=False, reason=NARRATE_ON_DASK)
+@pytest.mark.timeout(480)
+def test_a_worker_killed_mid_narration_loses_nothing(dask_cluster: DaskCluster, tmp_path: Path) -> None:
+    documents = make_documents(tmp_path / "in", 6, paragraphs=3)
+    out = tmp_path / "out"
+    run = narrate(tmp_path / "in", out, dask_cluster, tmp_path / "run")
+    before = set(dask_cluster.worker_pids())
+    killed = kill_a_busy_worker(dask_cluster, run, lambda: len(list(out.rglob("*.mp3"))), seed=6)
+    assert len(list(out.rglob("*.mp3"))) < len(documents), "killed too late: the run was over"
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    workers = check_narrations(out, documents)
+    with dask_cluster.client() as client:
+        assert set(client.scheduler_info()["workers"]) == before - {killed}
+    assert set(workers) <= before, workers
+
+
+# ─── settings ───────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("command", ["transcribe", "narrate"])
+def test_a_cluster_that_is_not_an_address_is_refused_with_one_line(command: str, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    line = refusal(voxflow(command, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--cluster", "nonsense"))
+    assert "--cluster" in line and "nonsense" in line
+    assert not (tmp_path / "out").exists()
