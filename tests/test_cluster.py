@@ -51,6 +51,11 @@ class DaskCluster:
     def client(self) -> Client:
         return Client(self.address, timeout=60)
 
+    def worker_addresses(self) -> set[str]:
+        """The workers the scheduler knows now."""
+        with self.client() as client:
+            return set(client.scheduler_info()["workers"])
+
     def worker_pids(self) -> dict[str, int]:
         """Each worker's address → the pid of its worker process (asked of the workers themselves)."""
         with self.client() as client:
@@ -193,10 +198,13 @@ def executing(client: Client) -> list[str]:
 
 def kill_a_busy_worker(cluster: DaskCluster, run: Run, finished: Callable[[], int], seed: int) -> str:
     """Once ``finished()`` ≥ 2 items (warm workers) and a worker is running a task, SIGKILL
-    that worker (a seeded choice among the busy ones); → its address."""
+    that worker a seeded fraction of a second later (a seeded choice among the busy ones);
+    → its address."""
+    rng = random.Random(seed)
     with cluster.client() as client:
         wait_for(lambda: finished() >= 2, "two items finished", run)
-        chosen = random.Random(seed).choice(wait_for(lambda: executing(client), "a task running on a worker", run))
+        chosen = rng.choice(wait_for(lambda: executing(client), "a task running on a worker", run))
+    time.sleep(rng.uniform(0.2, 1.5))  # into the task, not at its first instruction
     kill_worker(cluster, chosen)
     return chosen
 
@@ -255,7 +263,7 @@ def test_recordings_spread_over_workers_each_done_once(dask_cluster: DaskCluster
     assert run.wait() == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     workers = check_transcripts(out, recordings, max_wer=0.35)
-    addresses = set(dask_cluster.worker_pids())
+    addresses = dask_cluster.worker_addresses()
     assert len(addresses) == 2
     assert set(workers) == addresses, workers  # both workers used, every row names one of them
 
@@ -266,14 +274,13 @@ def test_a_worker_killed_mid_run_loses_nothing(dask_cluster: DaskCluster, tmp_pa
     recordings = make_recordings(tmp_path / "in", 8, joined=2)
     out = tmp_path / "out"
     run = transcribe(tmp_path / "in", out, dask_cluster, tmp_path / "run")
-    before = set(dask_cluster.worker_pids())
+    before = dask_cluster.worker_addresses()
     killed = kill_a_busy_worker(dask_cluster, run, lambda: len(list(out.glob("*.srt"))), seed)
     assert len(list(out.glob("*.srt"))) < len(recordings), "killed too late: the run was over"
     assert run.wait() == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     workers = check_transcripts(out, recordings, max_wer=0.35)
-    with dask_cluster.client() as client:
-        assert set(client.scheduler_info()["workers"]) == before - {killed}  # it did not come back
+    assert dask_cluster.worker_addresses() == before - {killed}  # it did not come back
     assert set(workers) <= before, workers
 
 
@@ -333,7 +340,7 @@ def test_documents_spread_over_workers_each_done_once(dask_cluster: DaskCluster,
     assert run.wait() == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     workers = check_narrations(out, documents)
-    assert set(workers) == set(dask_cluster.worker_pids()), workers
+    assert set(workers) == dask_cluster.worker_addresses(), workers
 
 
 @pytest.mark.timeout(480)
@@ -341,14 +348,13 @@ def test_a_worker_killed_mid_narration_loses_nothing(dask_cluster: DaskCluster, 
     documents = make_documents(tmp_path / "in", 5, paragraphs=2)
     out = tmp_path / "out"
     run = narrate(tmp_path / "in", out, dask_cluster, tmp_path / "run")
-    before = set(dask_cluster.worker_pids())
+    before = dask_cluster.worker_addresses()
     killed = kill_a_busy_worker(dask_cluster, run, lambda: len(audiobooks(out)), seed=6)
     assert len(audiobooks(out)) < len(documents), "killed too late: the run was over"
     assert run.wait() == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     workers = check_narrations(out, documents)
-    with dask_cluster.client() as client:
-        assert set(client.scheduler_info()["workers"]) == before - {killed}
+    assert dask_cluster.worker_addresses() == before - {killed}
     assert set(workers) <= before, workers
 
 
