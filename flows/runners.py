@@ -36,7 +36,7 @@ def task_runner(settings: Settings, threads: int) -> TaskRunner[Any]:
             "threads_per_worker": max(1, threads // n_workers),
             "processes": True,
             "host": "127.0.0.1",
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # a free port: two runs never compete for 8787
         },
     )
 

@@ -160,6 +160,8 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    if not debug_on():  # Dask's INFO lines (a local cluster's start, its dashboard) stay out of the terminal
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     if not debug_on() and os.environ["PREFECT_LOGGING_LEVEL"].upper() not in ("DEBUG", "INFO"):
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "CRITICAL")
