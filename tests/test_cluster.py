@@ -107,12 +107,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture()
-def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
-    """``dask scheduler`` + 2 ``dask worker`` (1 thread each) on 127.0.0.1, ready; all killed after."""
-    folder = tmp_path / "dask"
+@contextlib.contextmanager
+def running_cluster(folder: Path, env: dict[str, str], nthreads: int = 1) -> Iterator[DaskCluster]:
+    """``dask scheduler`` + 2 ``dask worker`` on 127.0.0.1, ready; all killed after."""
     folder.mkdir()
-    env = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}
     scheduler_file = folder / "scheduler.json"
     groups: list[subprocess.Popen[bytes]] = []
     cluster = DaskCluster("", groups)
@@ -125,7 +123,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
         cluster.address = json.loads(scheduler_file.read_text())["address"]
         assert cluster.address.startswith("tcp://127.0.0.1:")
         for n in range(2):
-            worker = ["worker", cluster.address, "--nthreads", "1", "--nworkers", "1", "--name", f"w{n}"]
+            worker = ["worker", cluster.address, "--nthreads", str(nthreads), "--nworkers", "1", "--name", f"w{n}"]
             groups.append(_start([*worker, "--local-directory", str(folder / f"w{n}"), *common],
                                  folder / f"worker{n}.log", env))  # fmt: skip
         with cluster.client() as client:
@@ -137,6 +135,13 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
         for proc in reversed(groups):
             _kill_group(proc)
         assert cluster.survivors() == [], "dask processes left running"
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """2 workers of 1 thread each, for the embedded engines."""
+    with running_cluster(tmp_path / "dask", {**os.environ, "VOXFLOW_LOCAL_THREADS": "1"}) as cluster:
+        yield cluster
 
 
 def kill_worker(cluster: DaskCluster, address: str) -> None:
@@ -367,3 +372,49 @@ def test_a_cluster_that_is_not_an_address_is_refused_with_one_line(command: str,
     line = refusal(voxflow(command, str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--cluster", "nonsense"))
     assert "--cluster" in line and "nonsense" in line
     assert not (tmp_path / "out").exists()
+
+
+# ─── OpenRouter's in-flight limit across workers ─────────────────────────────────────────
+
+KEY = "sk-or-v1-cluster-test"
+
+
+def peak_in_flight(log: list[dict]) -> int:
+    """The most requests the emulator was serving at once, from its own log (arrival + duration)."""
+    edges = sorted(
+        edge
+        for entry in log
+        if entry["endpoint"] == "transcriptions" and entry.get("ms") is not None
+        for edge in ((entry["t"], 1), (entry["t"] + entry["ms"] / 1000, -1))
+    )
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.timeout(420)
+def test_the_request_limit_holds_across_workers(tmp_path: Path) -> None:
+    """--concurrency 2 with 2 workers of 4 threads each: the emulator never serves more than 2
+    transcription requests at once (a distributed.Semaphore per run), and does serve 2."""
+    from voxflow.testing.emulator import start_emulator_in_thread
+
+    emulator = start_emulator_in_thread(keys=(KEY,), latency_ms=400, fast_text=True)
+    env = {**os.environ, "VOXFLOW_LOCAL_THREADS": "1", "OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": emulator.url}
+    try:
+        with running_cluster(tmp_path / "dask", env, nthreads=4) as cluster:
+            make_recordings(tmp_path / "in", 8, joined=2)
+            args = ["transcribe", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--concurrency", "2"]
+            keys = {k: env[k] for k in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
+            run = voxflow(*args, "--model", "openai/whisper-large-v3", "--language", "en", "--cluster", cluster.address,
+                          env={**keys, "VOXFLOW_MAX_CHUNK_S": "3"})  # fmt: skip
+            assert run.returncode == 0, run.stderr[-3000:]
+            workers = {w for _, _, w in catalog_rows(tmp_path / "out", "transcripts", "rel_path, status, worker")}
+            addresses = cluster.worker_addresses()
+        log = emulator.state.log()
+    finally:
+        emulator.stop()
+    assert workers == addresses, workers  # both workers sent requests
+    assert len([e for e in log if e["endpoint"] == "transcriptions"]) >= 16
+    assert peak_in_flight(log) == 2
