@@ -41,8 +41,10 @@ def make_recordings(folder: Path, files: int, seconds: float) -> None:
         name, length = SPEECH[i % len(SPEECH)]
         room = max(0.0, length - seconds)
         offset = (i // len(SPEECH)) * 0.37 % room if room else 0.0
-        cmd = ["ffmpeg", "-v", "error", "-y", "-ss", f"{offset:.3f}", "-t", str(seconds), "-i", str(SAMPLES / name),
-               "-af", f"volume={0.8 + (i % 7) * 0.03:.2f}", "-ar", "44100", "-ac", "2", str(folder / f"r{i:03d}.flac")]  # fmt: skip
+        cut = ["-ss", f"{offset:.3f}", "-t", str(seconds), "-i", str(SAMPLES / name)]
+        level = f"volume={0.8 + (i % 7) * 0.03:.2f}"
+        out = str(folder / f"r{i:03d}.flac")
+        cmd = ["ffmpeg", "-v", "error", "-y", *cut, "-af", level, "-ar", "44100", "-ac", "2", out]
         subprocess.run(cmd, check=True)
 
 

@@ -17,6 +17,7 @@ import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from voxflow import libav
 from voxflow.errors import AudioError, ConfigError, DiskFull
 from voxflow.models import MediaInfo, PreparedAudio, Span
 
@@ -117,9 +118,16 @@ def _ffprobe_json(path: str) -> dict:
 
 
 def probe(path: str) -> MediaInfo:
-    """Duration and streams of a media file; AudioError if it has no usable audio."""
+    """Duration and streams of a media file; AudioError if it has no usable audio.
+
+    In process with libav when it reads the file; else ffprobe, which names the problem."""
     if os.path.getsize(path) == 0:
         raise AudioError("the file is empty (0 bytes)")
+    return libav.probe(path) or probe_with_ffprobe(path)
+
+
+def probe_with_ffprobe(path: str) -> MediaInfo:
+    """``probe`` by running ffprobe."""
     data = _ffprobe_json(path)
     streams = data.get("streams", [])
     audio = [s for s in streams if s.get("codec_type") == "audio"]
@@ -147,11 +155,35 @@ def prepare_audio(
     min_silence_s: float = 0.35,
     expected_ms: int = 0,
 ) -> PreparedAudio:
-    """Stream the first audio stream of ``src`` into 16 kHz mono WAV and find its pauses.
+    """Decode the first audio stream of ``src`` into 16 kHz mono WAV and find its pauses.
 
-    One ffmpeg pass, constant memory. A file that decodes only partly (a truncated MP3) is
-    kept as far as it decodes and flagged ``truncated``.
+    A short recording (≤ ``libav.MAX_IN_PROCESS_MS``, as probed) that decodes cleanly is done
+    in process; anything else in one streaming ffmpeg pass, constant memory. A file that
+    decodes only partly (a truncated MP3) is kept as far as it decodes and flagged ``truncated``.
     """
+    decoded = libav.decode_short(src, expected_ms)
+    if decoded is None:
+        return prepare_audio_with_ffmpeg(
+            src, wav_path, silence_db=silence_db, min_silence_s=min_silence_s, expected_ms=expected_ms
+        )
+    libav.write_wav(decoded, wav_path)
+    return PreparedAudio(
+        wav_path=wav_path,
+        duration_ms=decoded.duration_ms,
+        silences=tuple(libav.silences(decoded, silence_db, min_silence_s)),
+        peak_db=libav.peak_db(decoded),
+    )
+
+
+def prepare_audio_with_ffmpeg(
+    src: str,
+    wav_path: str,
+    *,
+    silence_db: float = -30.0,
+    min_silence_s: float = 0.35,
+    expected_ms: int = 0,
+) -> PreparedAudio:
+    """``prepare_audio`` in one streaming ffmpeg pass (silencedetect, volumedetect)."""
     filters = (
         f"aresample={SAMPLE_RATE},aformat=sample_fmts=s16:channel_layouts=mono,"
         f"silencedetect=noise={silence_db}dB:duration={min_silence_s},volumedetect"
