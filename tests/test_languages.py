@@ -259,3 +259,48 @@ def test_a_video_with_subtitles_in_the_asked_language_is_not_transcribed_unless_
     forced = voxflow_cli(*args, "--force")
     assert forced.returncode == 0, forced.stderr
     assert (out / "movie.en.srt").exists() and (lib / "movie.eng.srt").read_text() == USER_SUBTITLES
+
+
+def two_track_video(folder: Path) -> Path:
+    """A Matroska video with two audio tracks: 0 = spk1_snt1 tagged German and marked default,
+    1 = jfk tagged English (the words differ, so the transcript tells which track was heard)."""
+    from tests.conftest import ffmpeg
+
+    folder.mkdir(parents=True)
+    video = folder / "film.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=160x120:d=11", "-i", str(SAMPLES / "spk1_snt1.wav"),
+           "-i", str(SAMPLES / "jfk.flac"), "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264",
+           "-c:a", "aac", "-metadata:s:a:0", "language=ger", "-metadata:s:a:1", "language=eng",
+           "-disposition:a:0", "default", "-disposition:a:1", "0", str(video))  # fmt: skip
+    return video
+
+
+@pytest.mark.parametrize(("asked", "stream", "clip"), [(None, 0, "spk1_snt1.wav"), ("en", 1, "jfk.flac")])
+def test_the_audio_track_in_the_asked_language_is_transcribed(
+    tmp_path: Path, asked: str | None, stream: int, clip: str
+) -> None:
+    """--audio-language picks the track by its language tag; without it the default track."""
+    import jiwer
+
+    from tests.conftest import normal_words, reference_texts
+
+    video = two_track_video(tmp_path / "lib")
+    out = tmp_path / "out"
+    args = ["transcribe", str(video.parent), "--out", str(out), "--formats", "txt", "--model", "local/tiny.en"]
+    done = voxflow_cli(*args, *(["--audio-language", asked] if asked else []))
+    assert done.returncode == 0, done.stderr
+    heard = normal_words((out / "film.en.txt").read_text(encoding="utf-8"))
+    assert jiwer.wer(normal_words(reference_texts()[clip]), heard) <= 0.25, heard
+    row = duckdb.sql(f"select audio_stream from read_parquet('{out}/catalog/transcripts/*.parquet')").fetchall()
+    assert row == [(stream,)]
+
+
+def test_an_absent_audio_language_takes_the_default_track_and_says_so(tmp_path: Path) -> None:
+    video = two_track_video(tmp_path / "lib")
+    out = tmp_path / "out"
+    args = ["transcribe", str(video.parent), "--out", str(out), "--model", "local/tiny.en", "--audio-language", "fr"]
+    assert voxflow_cli(*args).returncode == 0
+    ((stream, warnings),) = duckdb.sql(
+        f"select audio_stream, warnings from read_parquet('{out}/catalog/transcripts/*.parquet')"
+    ).fetchall()
+    assert stream == 0 and any("no fr audio track" in w for w in warnings), warnings

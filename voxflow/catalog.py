@@ -83,6 +83,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("qa_speech_s", pa.float64()),
             ("qa_detected_speech_s", pa.float64()),
             ("worker", pa.string()),  # where it ran: a Dask worker's address, or host:pid
+            ("audio_stream", pa.int32()),  # which audio stream was transcribed (0 = the first)
         ]
     ),
     "segments": pa.schema(
@@ -171,6 +172,7 @@ def transcript_row(r: RecordingResult, run_id: str) -> dict[str, Any]:
         "languages": [{"language": code, "seconds": seconds} for code, seconds in r.languages],
         **quality_columns(r.quality),
         "worker": r.worker or None,
+        "audio_stream": r.audio_stream,
     }
 
 

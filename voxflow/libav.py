@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import math
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,17 +33,23 @@ _SPARE_MS = 200  # a decode this much shorter than the container says is ffmpeg'
 _SILENT_PEAK_DB = -91.0  # what volumedetect prints for digital silence
 
 
-def probe(path: str) -> MediaInfo | None:
-    """What ffprobe would say about ``path`` (duration, codec, streams), or None if libav
-    cannot open it or it has no audio stream (ffprobe then names the problem)."""
+def probe(path: str, audio_language: str | None = None) -> MediaInfo | None:
+    """What ffprobe would say about ``path`` (duration, codec, streams) for the audio stream
+    to transcribe, or None if libav cannot open it or it has no audio stream (ffprobe then
+    names the problem)."""
     import av
+
+    from voxflow.media import choose_audio_stream
 
     try:
         with av.open(path) as container:
             audio = list(container.streams.audio)
             if not audio:
                 return None
-            return _media_info(container, audio[0])
+            tagged = [(s.metadata.get("language"), bool(s.disposition & av.stream.Disposition.default)) for s in audio]
+            index, note = choose_audio_stream(tagged, audio_language)
+            info = _media_info(container, audio[index])
+            return replace(info, audio_stream=index, audio_language=tagged[index][0], stream_note=note)
     except (av.FFmpegError, ValueError, OSError, UnicodeDecodeError):
         return None
 
@@ -79,8 +85,8 @@ class Decoded:
         return len(self.samples) * 1000 // SAMPLE_RATE
 
 
-def decode_short(src: str, expected_ms: int) -> Decoded | None:
-    """The first audio stream of ``src`` as 16 kHz mono s16, when it is at most
+def decode_short(src: str, expected_ms: int, stream: int = 0) -> Decoded | None:
+    """Audio stream ``stream`` of ``src`` as 16 kHz mono s16, when it is at most
     ``MAX_IN_PROCESS_MS`` long and decodes cleanly to about ``expected_ms``; else None."""
     if not 0 < expected_ms <= MAX_IN_PROCESS_MS:
         return None
@@ -92,10 +98,10 @@ def decode_short(src: str, expected_ms: int) -> Decoded | None:
     total = 0
     try:
         with av.open(src) as container:
-            if not container.streams.audio:
+            if len(container.streams.audio) <= stream:
                 return None
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(container.streams.audio[stream]):
                 for piece in resampler.resample(frame):
                     pieces.append(piece.to_ndarray()[0])
                     total += piece.samples

@@ -117,16 +117,39 @@ def _ffprobe_json(path: str) -> dict:
     return json.loads(proc.stdout or "{}")
 
 
-def probe(path: str) -> MediaInfo:
-    """Duration and streams of a media file; AudioError if it has no usable audio.
+def choose_audio_stream(streams: list[tuple[str | None, bool]], language: str | None) -> tuple[int, str]:
+    """Which audio stream to transcribe, from each stream's (language tag, default flag): the
+    first tagged ``language`` (ISO-639-1; files tag ``eng``, ``ger``, ``en`` …), else the one
+    marked default, else the first. → (its index, a note when ``language`` was asked and absent)."""
+    import langcodes
+
+    def speaks(tag: str | None) -> bool:
+        try:
+            return bool(tag) and langcodes.Language.get(tag or "").language == language
+        except (LookupError, ValueError):
+            return False
+
+    asked = next((i for i, (tag, _default) in enumerate(streams) if speaks(tag)), None) if language else None
+    if asked is not None:
+        return asked, ""
+    chosen = next((i for i, (_tag, default) in enumerate(streams) if default), 0)
+    if not language:
+        return chosen, ""
+    tags = ", ".join(f"{i}: {tag or 'untagged'}" for i, (tag, _default) in enumerate(streams))
+    return chosen, f"no {language} audio track ({tags}): transcribed track {chosen}"
+
+
+def probe(path: str, audio_language: str | None = None) -> MediaInfo:
+    """Duration and streams of a media file, for the audio stream to transcribe (see
+    :func:`choose_audio_stream`); AudioError if it has no usable audio.
 
     In process with libav when it reads the file; else ffprobe, which names the problem."""
     if os.path.getsize(path) == 0:
         raise AudioError("the file is empty (0 bytes)")
-    return libav.probe(path) or probe_with_ffprobe(path)
+    return libav.probe(path, audio_language) or probe_with_ffprobe(path, audio_language)
 
 
-def probe_with_ffprobe(path: str) -> MediaInfo:
+def probe_with_ffprobe(path: str, audio_language: str | None = None) -> MediaInfo:
     """``probe`` by running ffprobe."""
     data = _ffprobe_json(path)
     streams = data.get("streams", [])
@@ -135,7 +158,9 @@ def probe_with_ffprobe(path: str) -> MediaInfo:
     if not audio:
         what = "video file has no audio stream" if video else "no audio stream found"
         raise AudioError(f"{what}: nothing to transcribe")
-    first = audio[0]
+    tagged = [((s.get("tags") or {}).get("language"), bool(s.get("disposition", {}).get("default"))) for s in audio]
+    index, note = choose_audio_stream(tagged, audio_language)
+    first = audio[index]
     duration = _float(data.get("format", {}).get("duration")) or _float(first.get("duration"))
     return MediaInfo(
         duration_ms=round((duration or 0.0) * 1000),
@@ -144,6 +169,9 @@ def probe_with_ffprobe(path: str) -> MediaInfo:
         sample_rate=int(first["sample_rate"]) if first.get("sample_rate") else None,
         channels=first.get("channels"),
         has_video=bool(video),
+        audio_stream=index,
+        audio_language=tagged[index][0],
+        stream_note=note,
     )
 
 
@@ -154,17 +182,18 @@ def prepare_audio(
     silence_db: float = -30.0,
     min_silence_s: float = 0.35,
     expected_ms: int = 0,
+    stream: int = 0,
 ) -> PreparedAudio:
-    """Decode the first audio stream of ``src`` into 16 kHz mono WAV and find its pauses.
+    """Decode audio stream ``stream`` (0: the first) of ``src`` into 16 kHz mono WAV and find its pauses.
 
     A short recording (≤ ``libav.MAX_IN_PROCESS_MS``, as probed) that decodes cleanly is done
     in process; anything else in one streaming ffmpeg pass, constant memory. A file that
     decodes only partly (a truncated MP3) is kept as far as it decodes and flagged ``truncated``.
     """
-    decoded = libav.decode_short(src, expected_ms)
+    decoded = libav.decode_short(src, expected_ms, stream)
     if decoded is None:
         return prepare_audio_with_ffmpeg(
-            src, wav_path, silence_db=silence_db, min_silence_s=min_silence_s, expected_ms=expected_ms
+            src, wav_path, silence_db=silence_db, min_silence_s=min_silence_s, expected_ms=expected_ms, stream=stream
         )
     libav.write_wav(decoded, wav_path)
     return PreparedAudio(
@@ -182,6 +211,7 @@ def prepare_audio_with_ffmpeg(
     silence_db: float = -30.0,
     min_silence_s: float = 0.35,
     expected_ms: int = 0,
+    stream: int = 0,
 ) -> PreparedAudio:
     """``prepare_audio`` in one streaming ffmpeg pass (silencedetect, volumedetect)."""
     filters = (
@@ -199,7 +229,7 @@ def prepare_audio_with_ffmpeg(
         "-i",
         src,
         "-map",
-        "0:a:0",
+        f"0:a:{stream}",
         "-vn",
         "-af",
         filters,

@@ -46,6 +46,9 @@ class MediaInfo:
     sample_rate: int | None
     channels: int | None
     has_video: bool = False
+    audio_stream: int = 0  # which audio stream (0 = the first) these fields describe and decoding takes
+    audio_language: str | None = None  # that stream's language tag as the file has it ("eng", "ger")
+    stream_note: str = ""  # why that stream, when the one asked for is not there
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,7 @@ class RecordingResult:
     language_probability: float | None = None  # see Transcript.language_probability
     languages: tuple[tuple[str, float], ...] = ()  # seconds of speech per language, most first
     worker: str = ""  # where it ran: a Dask worker's address, or host:pid
+    audio_stream: int = 0  # the audio stream transcribed (0 = the first)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     voice: str | None = None
     language: str | None = None  # ISO-639-1 code; None (or "auto") = detect
     translate_to: str | None = None  # "en": also write an English translation of other languages
+    audio_language: str | None = None  # ISO-639-1: the audio track to transcribe in a file with several
     formats: tuple[str, ...] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)
     budget_usd: float | None = Field(default=None, ge=0)
@@ -88,6 +89,11 @@ class Settings(BaseSettings):
         if value is None or value.strip().lower() in ("", "auto"):
             return None
         return iso_639_1(value)
+
+    @field_validator("audio_language")
+    @classmethod
+    def _check_audio_language(cls, value: str | None) -> str | None:
+        return iso_639_1(value) if value and value.strip() else None
 
     @field_validator("translate_to")
     @classmethod

@@ -116,6 +116,10 @@ def transcribe(
         str | None,
         typer.Option(help="en: also write <stem>.en.* translated from other languages (offline models)."),
     ] = None,
+    audio_language: Annotated[
+        str | None,
+        typer.Option(help="In files with several audio tracks, the one in this language (default: the default track)."),
+    ] = None,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = settings_from(
@@ -138,6 +142,7 @@ def transcribe(
         wait=wait or None,
         quiet=quiet or None,
         translate_to=translate_to,
+        audio_language=audio_language,
     )
     raise typer.Exit(run_transcribe(source, settings, notifier_for("transcribe", notify, notify_always)))
 

@@ -44,10 +44,14 @@ class TranscribeOptions:
     max_chunk_s: float = 600.0
     silence_db: float = -35.0
     min_silence_s: float = 0.35
+    audio_language: str | None = None  # which audio track of a file with several (None: the default one)
 
     def digest(self) -> str:
-        """``options_hash``: these options plus :data:`PIPELINE_VERSION`."""
+        """``options_hash``: these options plus :data:`PIPELINE_VERSION` (an option at its
+        default is left out, so adding one never changes the hash of existing runs)."""
         fields = {**asdict(self), "pipeline_version": PIPELINE_VERSION}
+        if fields["audio_language"] is None:
+            del fields["audio_language"]
         blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

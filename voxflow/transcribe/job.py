@@ -167,18 +167,19 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
         local_copy(rec.uri, suffix=suffix, folder=_scratch_of(ctx)) as path,
         tempfile.TemporaryDirectory(prefix="rec-", dir=_scratch_of(ctx)) as tmp,
     ):
-        info = media.probe(path)
+        info = media.probe(path, ctx.settings.audio_language)
         prepared = media.prepare_audio(
             path,
             str(Path(tmp) / "audio.wav"),
             silence_db=ctx.settings.silence_db,
             min_silence_s=ctx.settings.min_silence_s,
             expected_ms=info.duration_ms,
+            stream=info.audio_stream,
         )
         progress.emit("probed", recording=rec.rel_path, duration_ms=prepared.duration_ms)
         transcript, stats = asyncio.run(_transcribe_and_close(prepared, rec, ctx))
         translation = _translation(prepared, transcript, ctx)
-    warnings = [w for w in (prepared.decode_warning, stats.note, stats.gate_note) if w]
+    warnings = [w for w in (info.stream_note, prepared.decode_warning, stats.note, stats.gate_note) if w]
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
@@ -208,6 +209,7 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
         worker=where_am_i(),
+        audio_stream=info.audio_stream,
     )
     claims = tuple(c.row() for w in writes for c in w.claims)
     folder = str(stats.checkpoints.folder) if stats.checkpoints else None

@@ -50,6 +50,7 @@ def transcribe_options(settings: Settings) -> TranscribeOptions:
         max_chunk_s=settings.max_chunk_s,
         silence_db=settings.silence_db,
         min_silence_s=settings.min_silence_s,
+        audio_language=settings.audio_language,
     )
 
 
