@@ -113,7 +113,7 @@ def test_an_english_voice_refuses_french_and_german_books_and_narrates_the_engli
         kind, message = failed[name]
         assert kind == "LanguageMismatch", failed[name]
         assert "\n" not in message and message.startswith(f"{name}: ")
-        assert language in message and f"({asked})" in message and "English (en)" in message, message
+        assert f"{language} ({asked}" in message and "English (en)" in message, message
         assert "--voice local/" in message, message
         assert not (out / "audiobooks" / name.rsplit(".", 1)[0]).exists()
     assert not [p for p in (out / "audiobooks").rglob("*.mp3") if "lighthouse" not in str(p) and "merci" not in str(p)]
@@ -162,3 +162,27 @@ def test_a_bad_voice_folder_is_refused_before_any_work(tmp_path: Path, kind: str
     assert str(folder) in errors[0] and ".onnx" in errors[0], errors[0]  # names the folder and what it lacks
     assert not any("Traceback" in line for line in lines)
     assert not (out / "audiobooks").exists()
+
+
+def test_the_cli_takes_a_piper_voice_folder_for_a_french_book(prefect_harness: None, tmp_path: Path) -> None:
+    """Case 3 on the real CLI (Prefect flow): ``--voice local/<fr_FR folder>`` narrates the
+    French book (exit 0, an MP3 ffprobe decodes, the catalog row names the folder's voice);
+    the same book with the default English voice is refused (exit 1, the one line printed,
+    a LanguageMismatch row, no MP3)."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "prince.txt").write_text(FRENCH)
+    voice = french_voice(tmp_path / "voices" / "fr")
+    refused = tmp_path / "refused"
+    code, lines = cli("narrate", str(source), "--out", str(refused), "--model", LOCAL)
+    assert code == 1, lines
+    assert any("prince.txt: written in French (fr" in line for line in lines), lines
+    assert failed_rows(refused)["prince.txt"][0] == "LanguageMismatch"
+    assert not list(refused.rglob("*.mp3"))
+    out = tmp_path / "out"
+    code, lines = cli("narrate", str(source), "--out", str(out), "--voice", f"local/{voice}")
+    assert code == 0, lines
+    mp3 = sorted((out / "audiobooks" / "prince").glob("*.mp3"))
+    assert mp3 and float(ffprobe(mp3[0], "-show_format")["format"]["duration"]) > 10
+    models = duckdb.sql(f"select distinct model, status from read_parquet('{out}/catalog/narrations/*.parquet')")
+    assert models.fetchall() == [(f"local/{voice}", "done")]

@@ -7,6 +7,7 @@ Every failure a user can meet is one of these; the tree tells what to catch::
     ├── SourceError               cannot list or read a source
     ├── AudioError                ffprobe/ffmpeg failed, no audio stream, undecodable
     ├── TextError                 a document cannot be read or has nothing to speak
+    │   └── LanguageMismatch      the voice does not speak the document's language
     ├── EngineError
     │   ├── TransientEngineError  worth retrying
     │   │   ├── RateLimited       429 (carries retry_after seconds)
@@ -73,6 +74,10 @@ class TextError(VoxflowError):
     """A document cannot be read, or it has nothing that can be spoken."""
 
     permanent = True
+
+
+class LanguageMismatch(TextError):
+    """The voice does not speak the document's language (an English voice, a French book)."""
 
 
 class EngineError(VoxflowError):

