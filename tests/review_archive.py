@@ -61,3 +61,16 @@ def word_time_ms(out: Path, recording_id: str, word: str) -> list[int]:
             [recording_id, word],
         ).fetchall()
     ]
+
+
+def build_named(root: Path, names: dict[bytes, str]) -> Archive:
+    """Sample clips copied under raw byte names (``names``: file name → sample clip), then transcribed."""
+    os.environ.setdefault("VOXFLOW_STATE_DIR", str(root / "state"))
+    src, out = root / "src", root / "out"
+    src.mkdir(parents=True)
+    for name, clip in names.items():
+        with open(os.path.join(os.fsencode(src), name), "wb") as copy:
+            copy.write((SAMPLES / clip).read_bytes())
+    transcribe(src, out)
+    rows = duckdb.sql(f"select rel_path, recording_id from read_parquet('{out}/catalog/transcripts/*.parquet')")
+    return Archive(src, out, dict(rows.fetchall()), reference_texts())

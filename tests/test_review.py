@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import lxml.html
 import pytest
 import webvtt
 
 from tests.conftest import ROOT
-from tests.review_archive import Archive, build, duration_ms
+from tests.review_archive import Archive, build, build_named, duration_ms
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -327,3 +329,99 @@ def test_read_only_output_folder_still_searches(archive: Archive, tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["rel_path"] == "beckett.wav"
     assert not (out / ".voxflow").exists()
+
+
+# names a hostile archive holds: two identical files, a name that is not UTF-8, one with control characters
+# and URL/HTML metacharacters (the raw bytes on disk are the oracle)
+ODD_NAMES = {
+    b"one.wav": "spk1_snt3.wav",
+    b"two.wav": "spk1_snt3.wav",  # same content: same recording_id
+    b"caf\xe9.wav": "spk1_snt1.wav",  # not UTF-8
+    b"odd\nname #?%<\"'&\t%2e.flac": "jfk.flac",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    return build_named(tmp_path_factory.mktemp("odd"), ODD_NAMES)
+
+
+@pytest.fixture(scope="module")
+def odd_server(odd_archive: Archive) -> Iterator[str]:
+    proc, base = start_server(odd_archive.out)
+    yield base
+    stop(proc)
+
+
+def links(html: str, *xpaths: str) -> list[tuple[str, str]]:
+    """(href or src, text) of the elements ``xpaths`` select, as an HTML parser reads them."""
+    tree = lxml.html.fromstring(html)
+    return [(e.get("href") or e.get("src"), e.text_content()) for xpath in xpaths for e in tree.xpath(xpath)]
+
+
+def sidecars_on_disk(out: Path, raw_name: bytes) -> dict[bytes, bytes]:
+    """The bytes of the outputs written for source file ``raw_name`` (by listing OUT, not the catalog)."""
+    stem = raw_name.rsplit(b".", 1)[0] + b"."
+    folder = os.fsencode(out)
+    return {n: Path(os.path.join(folder, n)).read_bytes() for n in os.listdir(folder) if n.startswith(stem)}
+
+
+ENCODED = re.compile(r"[A-Za-z0-9/_.~%?=&:-]+")  # what a URL-encoded href may hold
+
+
+def follow(server: str, href: str) -> tuple[str, bytes, dict[str, bytes]]:
+    """Open a recording page: its title, the bytes its player loads, the bytes of each file it links."""
+    assert ENCODED.fullmatch(href), href
+    page = httpx.get(server + href)
+    assert page.status_code == 200, href
+    [title] = lxml.html.fromstring(page.text).xpath("//h1/text()")
+    [(media, _)] = links(page.text, "//audio|//video")
+    served = {}
+    for link, _ in [(media, ""), *links(page.text, "//track", "//a[starts-with(@href, '/file/')]")]:
+        assert ENCODED.fullmatch(link), (title, link)
+        response = httpx.get(server + link)
+        assert response.status_code == 200, (title, link)
+        served[link] = response.content
+    return title, served.pop(media), served
+
+
+def check_file(archive: Archive, server: str, raw: bytes) -> None:
+    """The listing links file ``raw``; its page plays that file's bytes and links that file's sidecars."""
+    shown = raw.decode("utf-8", "backslashreplace")
+    listed = [href for href, text in links(httpx.get(f"{server}/recordings").text, "//tbody//a") if text == shown]
+    assert len(listed) == 1, (shown, listed)
+    title, media, files = follow(server, listed[0])
+    assert title == shown
+    assert media == Path(os.path.join(os.fsencode(archive.src), raw)).read_bytes(), raw
+    on_disk = sidecars_on_disk(archive.out, raw)
+    assert len(on_disk) == 4 and sorted(files.values()) == sorted(on_disk.values()), (raw, list(files))
+
+
+def test_identical_files_are_each_listed_and_shown(odd_archive: Archive, odd_server: str) -> None:
+    """Two files with the same content (one recording_id): two rows, each page shows its own file."""
+    assert odd_archive.ids["one.wav"] == odd_archive.ids["two.wav"]
+    rows = links(httpx.get(f"{odd_server}/recordings").text, "//tbody//a")
+    assert len(rows) == len(ODD_NAMES), rows
+    check_file(odd_archive, odd_server, b"one.wav")
+    check_file(odd_archive, odd_server, b"two.wav")
+
+
+def test_a_name_that_is_not_utf8_serves_its_media_and_sidecars(odd_archive: Archive, odd_server: str) -> None:
+    check_file(odd_archive, odd_server, b"caf\xe9.wav")
+
+
+def test_a_name_with_control_and_url_characters_round_trips(odd_archive: Archive, odd_server: str) -> None:
+    """A newline, tab, quotes, <, &, #, ?, % and an encoded dot: every href encoded, each serves its file."""
+    check_file(odd_archive, odd_server, b"odd\nname #?%<\"'&\t%2e.flac")
+
+
+def test_old_recording_links_still_work(odd_archive: Archive, odd_server: str) -> None:
+    """``/recording/<id>`` and ``/media/<id>`` without naming the file: one of the files with that id."""
+    recording_id = odd_archive.ids["one.wav"]
+    assert odd_archive.ids["two.wav"] == recording_id
+    page = httpx.get(f"{odd_server}/recording/{recording_id}")
+    assert page.status_code == 200 and lxml.html.fromstring(page.text).xpath("//h1/text()")[0] in ("one.wav", "two.wav")
+    media = httpx.get(f"{odd_server}/media/{recording_id}")
+    assert media.status_code == 200 and media.content == (odd_archive.src / "one.wav").read_bytes()
+    assert httpx.get(f"{odd_server}/recording/{recording_id}", params={"file": "nope.wav"}).status_code == 404
+    assert httpx.get(f"{odd_server}/media/{recording_id}", params={"file": "../one.wav"}).status_code == 404
