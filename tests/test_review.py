@@ -108,7 +108,7 @@ def test_pages_render(archive: Archive, server: str) -> None:
     empty = httpx.get(f"{server}/recordings", params={"status": "failed"})
     assert "jfk.flac" not in empty.text
     page = httpx.get(f"{server}/recording/{archive.ids['jfk.flac']}").text
-    assert f'src="/media/{archive.ids["jfk.flac"]}"' in page and 'src="/file/jfk.en.vtt"' in page
+    assert f'src="/media/{archive.ids["jfk.flac"]}?file=jfk.flac"' in page and 'src="/file/jfk.en.vtt"' in page
     assert "qa_speech_s" in page and 'href="/file/jfk.en.srt"' in page
 
 
@@ -363,7 +363,12 @@ def sidecars_on_disk(out: Path, raw_name: bytes) -> dict[bytes, bytes]:
     """The bytes of the outputs written for source file ``raw_name`` (by listing OUT, not the catalog)."""
     stem = raw_name.rsplit(b".", 1)[0] + b"."
     folder = os.fsencode(out)
-    return {n: Path(os.path.join(folder, n)).read_bytes() for n in os.listdir(folder) if n.startswith(stem)}
+    return {n: read(os.path.join(folder, n)) for n in os.listdir(folder) if n.startswith(stem)}
+
+
+def read(path: bytes) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 ENCODED = re.compile(r"[A-Za-z0-9/_.~%?=&:-]+")  # what a URL-encoded href may hold
@@ -392,7 +397,7 @@ def check_file(archive: Archive, server: str, raw: bytes) -> None:
     assert len(listed) == 1, (shown, listed)
     title, media, files = follow(server, listed[0])
     assert title == shown
-    assert media == Path(os.path.join(os.fsencode(archive.src), raw)).read_bytes(), raw
+    assert media == read(os.path.join(os.fsencode(archive.src), raw)), raw
     on_disk = sidecars_on_disk(archive.out, raw)
     assert len(on_disk) == 4 and sorted(files.values()) == sorted(on_disk.values()), (raw, list(files))
 
@@ -425,3 +430,16 @@ def test_old_recording_links_still_work(odd_archive: Archive, odd_server: str) -
     assert media.status_code == 200 and media.content == (odd_archive.src / "one.wav").read_bytes()
     assert httpx.get(f"{odd_server}/recording/{recording_id}", params={"file": "nope.wav"}).status_code == 404
     assert httpx.get(f"{odd_server}/media/{recording_id}", params={"file": "../one.wav"}).status_code == 404
+
+
+def test_escaped_names_never_reach_outside_the_output_tree(odd_archive: Archive, odd_server: str) -> None:
+    """``\\xNN`` names are matched inside OUT only: not through ``..``, a folder link, or a hidden folder."""
+    link = odd_archive.out / "src-link"
+    if not link.is_symlink():
+        link.symlink_to(odd_archive.src)
+    escaped = quote("caf\\xe9.wav")
+    assert raw_get(odd_server, f"/file/src-link/{escaped}")[0] == 404
+    assert raw_get(odd_server, f"/file/..%2fsrc%2f{escaped}")[0] == 404
+    assert raw_get(odd_server, f"/file/../src/{escaped}")[0] == 404
+    assert raw_get(odd_server, "/file/" + quote("caf\\xe9.en.vtt"))[0] == 200
+    assert raw_get(odd_server, f"/file/catalog/{escaped}")[0] == 404

@@ -2,7 +2,11 @@
 
 Safe by default:
 - only GET/HEAD; it serves the output tree (no hidden parts, no symlinks, nothing outside it)
-  and, by recording id, the media files the catalog names; anything else is 404;
+  and, by recording id and file (``?file=<rel_path>``: identical files share an id), the media
+  files the catalog names (by their raw bytes); anything else is 404;
+- every href is URL-encoded; a name that is not UTF-8 is linked by its printable form
+  (``caf\\xe9.vtt``, see ``voxflow.fsnames``) and mapped back to the one entry inside OUT
+  that prints so;
 - with a token every request must carry it (``?token=`` once, then a cookie; or the
   ``Authorization: Bearer`` header); without one it listens on loopback only and answers only
   requests addressed to a loopback name (no DNS rebinding).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +26,7 @@ from urllib.parse import urlencode
 import duckdb
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -29,6 +35,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from voxflow.fsnames import printable_name
 from voxflow.review.search import SearchIndex, mmss
 
 PAGE_SIZE = 100
@@ -38,9 +45,11 @@ SortKey = Literal["rel_path", "status", "language", "duration_s", "finished_at",
 SORTS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
 MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8"}
 
+# the latest row of each file: identical files share a recording_id but each has its own rows
 _LATEST = """
 select * exclude (rn) from (
-    select *, row_number() over (partition by recording_id order by finished_at desc nulls last, run_id desc) rn
+    select *, row_number() over (
+        partition by recording_id, rel_path order by finished_at desc nulls last, run_id desc) rn
     from read_parquet(?, union_by_name = true)) where rn = 1
 """
 
@@ -92,18 +101,23 @@ class Catalog:
         rows = self.query(f"select distinct status, language from ({_LATEST})", [glob])
         return {k: sorted({r[k] for r in rows if r[k]}) for k in ("status", "language")}
 
-    def recording(self, recording_id: str) -> dict[str, Any] | None:
+    def recording(self, recording_id: str, rel_path: str | None) -> dict[str, Any] | None:
+        """The latest and latest done rows of file ``rel_path`` (None: the first file) of ``recording_id``."""
         glob = self._glob("transcripts")
         if glob is None:
             return None
-        rows = self.query(f"select * from ({_LATEST}) where recording_id = ?", [glob, recording_id])
-        done = self.query(
-            "select * from read_parquet(?, union_by_name = true) where recording_id = ? and status = 'done' "
-            "order by finished_at desc nulls last, run_id desc limit 1",
-            [glob, recording_id],
+        rows = self.query(
+            f"select * from ({_LATEST}) where recording_id = ? and (rel_path = ? or ? is null) "
+            "order by rel_path limit 1",
+            [glob, recording_id, rel_path, rel_path],
         )
         if not rows:
             return None
+        done = self.query(
+            "select * from read_parquet(?, union_by_name = true) where recording_id = ? and rel_path = ? "
+            "and status = 'done' order by finished_at desc nulls last, run_id desc limit 1",
+            [glob, recording_id, rows[0]["rel_path"]],
+        )
         return {"latest": rows[0], "done": done[0] if done else None}
 
     def segments(self, done: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,12 +154,49 @@ def safe_file(root: Path, rel: str) -> Path | None:
     return None
 
 
+def real_rel(root: Path, rel: str) -> str:
+    """``rel`` with each part written by :func:`printable_name` (``caf\\xe9.vtt``) replaced by the one
+    entry of its folder inside ``root`` that prints so; unchanged when there is none (or several)."""
+    if "\\" not in rel:
+        return rel
+    folder, parts = root, []
+    for part in rel.split("/"):
+        if part in ("", ".", "..") or part.startswith(".") or folder.is_symlink():
+            return rel  # safe_file refuses it: never list a folder outside root
+        if "\\" in part:
+            try:
+                names = [n for n in os.listdir(folder) if n != part and printable_name(n) == part]
+            except OSError:
+                return rel
+            if len(names) != 1:
+                return rel
+            part = names[0]
+        parts.append(part)
+        folder = folder / part
+    return "/".join(parts)
+
+
 def out_rel(root: Path, uri: str) -> str | None:
     """The path of output ``uri`` relative to ``root``, if it lies inside it."""
     try:
         return Path(uri.removeprefix("file://")).resolve().relative_to(root.resolve()).as_posix()
     except (ValueError, OSError):
         return None
+
+
+class AnyPath(Convertor[str]):
+    """A path that may hold any character, newlines too (Starlette's ``path`` stops at one)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPath())
 
 
 class TokenGate(BaseHTTPMiddleware):
@@ -197,7 +248,7 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
                       facets=catalog.facets(), urlencode=urlencode)  # fmt: skip
 
     def recording(request: Request) -> Response:
-        found = catalog.recording(request.path_params["recording_id"])
+        found = catalog.recording(request.path_params["recording_id"], request.query_params.get("file"))
         if found is None:
             return PlainTextResponse("404: no such recording", status_code=404)
         latest, done = found["latest"], found["done"]
@@ -227,14 +278,14 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         return render("search.html", q=query, hits=hits)
 
     def media(request: Request) -> Response:
-        found = catalog.recording(request.path_params["recording_id"])
+        found = catalog.recording(request.path_params["recording_id"], request.query_params.get("file"))
         path = _media_path(found["done"] or found["latest"]) if found else None
         if path is None:
             return PlainTextResponse("404: no media for this recording", status_code=404)
         return FileResponse(path)
 
     def out_file(request: Request) -> Response:
-        path = safe_file(root, request.path_params["path"])
+        path = safe_file(root, real_rel(root, request.path_params["path"]))
         if path is None or path.relative_to(root).parts[0] == "catalog":
             return PlainTextResponse("404: not found", status_code=404)
         return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower()))
@@ -244,7 +295,7 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         Route("/recordings", recordings),
         Route("/recording/{recording_id}", recording),
         Route("/media/{recording_id}", media),
-        Route("/file/{path:path}", out_file),
+        Route("/file/{path:anypath}", out_file),
         Route("/search", search_page),
         Mount("/static", StaticFiles(packages=[("voxflow.review", "static")]), name="static"),
     ]
@@ -256,8 +307,9 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
 
 
 def _media_path(row: dict[str, Any]) -> Path | None:
-    """The local media file a catalog row names (by its source), if it is still there."""
-    uri = row.get("source_uri") or ""
+    """The local media file a catalog row names (by its source's real bytes), if it is still there."""
+    raw = row.get("source_uri_bytes")
+    uri = os.fsdecode(raw) if raw is not None else row.get("source_uri") or ""
     if "://" in uri and not uri.startswith("file://"):
         return None
     path = Path(uri.removeprefix("file://"))
