@@ -2,7 +2,7 @@
 
 Builds an archive of N tiny, distinct, already-transcribed WAV files (default 10 000): the
 recordings, their four sidecars each, and catalog rows marking them done (written through
-voxflow.catalog.CatalogWriter, as a real run would). Then measures, for a local folder and for a
+voxflow.io.catalog.CatalogWriter, as a real run would). Then measures, for a local folder and for a
 bucket on a loopback S3 server (moto's standalone server; a smaller count by default, as every
 object is uploaded through it):
 
@@ -35,10 +35,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voxflow.catalog import CatalogWriter  # noqa: E402
+from voxflow.io.catalog import CatalogWriter  # noqa: E402
+from voxflow.io.outputs import OutputTree  # noqa: E402
+from voxflow.io.storage import resolve  # noqa: E402
 from voxflow.models import Recording, RecordingResult, Segment  # noqa: E402
 from voxflow.settings import load_settings  # noqa: E402
-from voxflow.sources import OutputTree, resolve  # noqa: E402
 from voxflow.subtitles import sidecar_name  # noqa: E402
 from voxflow.transcribe import plan_run, run_inline, transcribe_options  # noqa: E402
 

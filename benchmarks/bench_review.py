@@ -1,6 +1,6 @@
 """Search and review site at archive scale: 10 000 generated transcripts (≈ 100 000 segments).
 
-Writes a catalog with the real Parquet schema (voxflow.catalog.to_parquet), then times:
+Writes a catalog with the real Parquet schema (voxflow.io.catalog.to_parquet), then times:
 building the search index once, a search (targets < 200 ms), an incremental refresh after one
 more run, and the recordings page over HTTP (target < 300 ms). Prints the figures.
 
@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voxflow.catalog import SCHEMAS, to_parquet
+from voxflow.io.catalog import SCHEMAS, to_parquet
 from voxflow.review.search import SearchIndex
 
 WORDS = [

@@ -16,10 +16,10 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.runners import local_threads_per_worker, task_runner
 from tasks.transcribe import transcribe_recording_task
 from voxflow.errors import RunAbort
+from voxflow.io.outputs import new_run_id
 from voxflow.lock import output_lock
 from voxflow.models import Recording, RecordingResult
 from voxflow.settings import load_settings
-from voxflow.sources import new_run_id
 from voxflow.transcribe import (
     RunContext,
     RunPlan,

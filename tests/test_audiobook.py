@@ -20,6 +20,7 @@ import webvtt
 from voxflow import media
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import AudioError, ConfigError
+from voxflow.io.outputs import OutputTree
 from voxflow.narrate.assembly import Audiobook, render_book
 from voxflow.narrate.assembly.chunks import ChunkAudio, analyse_chunk
 from voxflow.narrate.assembly.mastering import master_mp3
@@ -27,7 +28,6 @@ from voxflow.narrate.assembly.options import AssemblyOptions, BookMeta, Pauses
 from voxflow.narrate.assembly.timeline import ChapterAudio, TimelineStats, plan_files
 from voxflow.narrate.document import Chapter, Document
 from voxflow.narrate.prepare import prepare_document
-from voxflow.sources import OutputTree
 
 RATE = 22_050
 

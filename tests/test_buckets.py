@@ -20,11 +20,13 @@ import srt
 from typer.testing import CliRunner
 
 from tests.s3server import bucket, s3_server  # noqa: F401  (fixtures)
-from voxflow import sources
 from voxflow.cli import app
 from voxflow.errors import SourceError
+from voxflow.io import hashes
+from voxflow.io.hashes import content_hash
+from voxflow.io.sources import list_source, scan
+from voxflow.io.storage import local_copy, open_input, resolve, s3_storage_options
 from voxflow.settings import load_settings
-from voxflow.sources import content_hash, list_source, local_copy, open_input, resolve, s3_storage_options, scan
 from voxflow.transcribe import plan_run, run_inline
 
 
@@ -130,7 +132,7 @@ def test_bucket_to_bucket_transcription_reruns_and_late_uploads(
     before = snapshot(bucket)
     monkeypatch.setenv("VOXFLOW_STATE_DIR", str(tmp_path / "state-b"))
     with monkeypatch.context() as m:
-        m.setattr(sources, "content_hash", _refuse)
+        m.setattr(hashes, "content_hash", _refuse)
         again = plan_run(src, settings)
     assert (len(again.todo), len(again.skipped), len(again.restore)) == (0, 3, 0)
     noop = run_inline(again)
@@ -143,7 +145,7 @@ def test_bucket_to_bucket_transcription_reruns_and_late_uploads(
     time.sleep(1.1)
     upload(samples, src, {"beckett.wav": "beckett.wav"})
     with monkeypatch.context() as m:
-        m.setattr(sources, "content_hash", _refuse)
+        m.setattr(hashes, "content_hash", _refuse)
         assert len(plan_run(src, settings).skipped) == 3
 
     # a file uploaded later is picked up by the next run alone

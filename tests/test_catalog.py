@@ -19,14 +19,15 @@ import srt
 
 from tests.conftest import SAMPLES
 from tests.s3server import bucket, s3_server  # noqa: F401  (fixtures)
-from voxflow.catalog import CatalogIndex, CatalogWriter, load_transcript
 from voxflow.engines import base as engine_base
 from voxflow.engines.base import TranscribeOptions
 from voxflow.engines.local import LocalTranscriber
+from voxflow.io.catalog import CatalogIndex, CatalogWriter, load_transcript
+from voxflow.io.outputs import OutputTree
+from voxflow.io.storage import resolve
 from voxflow.models import AudioChunk, Recording, RecordingResult, Segment, Transcript, Word
 from voxflow.reporting import catalog_report
 from voxflow.settings import load_settings
-from voxflow.sources import OutputTree, resolve
 from voxflow.transcribe import RunSummary, plan_run, run_inline
 
 

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from tests.test_openrouter_flow import tones
-from voxflow.catalog import CatalogWriter
 from voxflow.engines.openrouter import OpenRouterTranscriber
+from voxflow.io.catalog import CatalogWriter
 from voxflow.testing.emulator import start_emulator_in_thread
 
 KEY = "sk-or-v1-test-0123456789abcdef-MANIFEST"

@@ -264,7 +264,7 @@ def claim_in_process(folder: Path, stay: bool) -> subprocess.Popen[bytes]:
 
 def test_sweep_removes_only_folders_of_dead_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from voxflow import scratch
-    from voxflow.sources import OutputTree
+    from voxflow.io.outputs import OutputTree
 
     monkeypatch.setenv("VOXFLOW_TMP_DIR", str(tmp_path / "systmp"))
     out = tmp_path / "out"

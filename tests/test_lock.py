@@ -20,9 +20,9 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES
 from tests.s3server import S3Server, bucket, s3_server  # noqa: F401  (fixtures)
+from voxflow.io.outputs import OutputTree
 from voxflow.lock import OutputLocked, _Lease, output_lock
 from voxflow.settings import load_settings
-from voxflow.sources import OutputTree
 
 CLIPS = ("jfk.flac", "beckett.wav", "spk1_snt3.wav", "spk1_snt1.wav")
 

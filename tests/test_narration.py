@@ -25,6 +25,7 @@ from tests.test_audiobook import ToneSynth, ffmpeg_levels, ffprobe, seconds
 from voxflow.cli.narrate import run_narrate
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import RequestRejected, RunAbort, UnknownModel
+from voxflow.io.outputs import OutputTree
 from voxflow.narrate import (
     ChunkCache,
     NarrationOptions,
@@ -37,7 +38,6 @@ from voxflow.narrate import (
 from voxflow.narrate.prepare import prepare_document
 from voxflow.narrate.read import read_document
 from voxflow.settings import OpenRouterSettings, Settings
-from voxflow.sources import OutputTree
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ROOT / "sample_data" / "texts"

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES
 from tests.s3server import bucket, s3_server  # noqa: F401  (fixtures)
-from voxflow.sources import resolve
+from voxflow.io.storage import resolve
 
 N_CLIPS, N_SHARDS, RATE = 60, 3, 16_000
 WORKER = """

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES, normal_words
 from tests.review_archive import Archive, build, duration_ms, word_time_ms
-from voxflow.catalog import SCHEMAS, to_parquet
+from voxflow.io.catalog import SCHEMAS, to_parquet
 
 # phrase spoken in each clip (from sample_data/recordings/transcripts.json) → a word in it
 PHRASES = {"jfk.flac": "ask not what your country", "beckett.wav": "fail better", "spk1_snt3.wav": "the air is pure"}

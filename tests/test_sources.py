@@ -17,9 +17,11 @@ import srt
 
 from tests.conftest import ROOT, cli_run
 from voxflow.errors import ConfigError, SourceError
+from voxflow.io.hashes import HashCache, content_hash
+from voxflow.io.outputs import OutputTree
+from voxflow.io.sources import scan
 from voxflow.narrate import scan_documents
 from voxflow.settings import load_settings
-from voxflow.sources import HashCache, OutputTree, content_hash, scan
 from voxflow.transcribe import plan_run, run_inline
 
 
@@ -127,7 +129,7 @@ def test_a_planned_run_over_special_files_finishes(samples: Path, tmp_path: Path
     shutil.copy(samples / "spk1_snt1.wav", src / "good2.wav")  # two to hash: the threaded prefetch runs
     expected = _special_files(src)
     script = (
-        "import json; from voxflow.settings import load_settings; from voxflow.sources import scan;"
+        "import json; from voxflow.settings import load_settings; from voxflow.io.sources import scan;"
         "from voxflow.transcribe import plan_run;"
         f"p = plan_run({str(src)!r}, load_settings(out={str(out)!r}));"
         f"s = scan({str(src)!r});"

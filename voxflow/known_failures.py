@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from voxflow.catalog import read_table
 from voxflow.errors import VoxflowError, kind_is_permanent
+from voxflow.io.catalog import read_table
+from voxflow.io.outputs import OutputTree
 from voxflow.models import Recording
-from voxflow.sources import OutputTree
 
 _COLUMNS = ["recording_id", "source_uri", "size_bytes", "options_hash", "status", "error_kind", "error_message"]
 _COLUMNS += ["run_id", "finished_at"]

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from voxflow.errors import ConfigError
+from voxflow.io.outputs import OutputTree
 from voxflow.settings import Settings
-from voxflow.sources import OutputTree
 
 log = logging.getLogger("voxflow.lock")
 POLL_S = 0.5

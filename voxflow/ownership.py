@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from voxflow.catalog import CatalogIndex, read_table
 from voxflow.fsnames import printable_name
-from voxflow.sources import OutputTree
+from voxflow.io.catalog import CatalogIndex, read_table
+from voxflow.io.outputs import OutputTree
 
 PathState = Literal["free", "mine", "foreign", "taken"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voxflow import media
-from voxflow.catalog import read_table, sweep
 from voxflow.errors import ConfigError, VoxflowError
+from voxflow.io.catalog import read_table, sweep
+from voxflow.io.outputs import OutputTree
 from voxflow.settings import Settings
-from voxflow.sources import OutputTree
 
 _COLUMNS = ["recording_id", "source_uri", "rel_path", "status", "duration_s", "cost_usd"]
 _COLUMNS += ["error_kind", "error_message", "finished_at", "run_id"]

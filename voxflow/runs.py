@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from voxflow import interrupts
 from voxflow.fsnames import printable_tree
-from voxflow.sources import OutputTree
+from voxflow.io.outputs import OutputTree
 
 R = TypeVar("R")
 

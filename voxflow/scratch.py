@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from voxflow.sources import OutputTree
+from voxflow.io.outputs import OutputTree
 
 OWNER_FILE = "owner.json"
 UNCLAIMED_GRACE_S = 24 * 3600

@@ -56,8 +56,8 @@ def run_transcribe(source: str, settings: Settings, notify: Callable[[dict[str, 
 
 
 def _transcribe_command(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None) -> int:
+    from voxflow.io.outputs import new_run_id
     from voxflow.lock import OutputLocked, output_lock
-    from voxflow.sources import new_run_id
 
     check_transcription(settings)
     check_out(settings.out)

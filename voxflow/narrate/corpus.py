@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from voxflow.fsnames import printable_name
+from voxflow.io.sources import list_source
+from voxflow.io.storage import resolve
 from voxflow.narrate.assembly.timeline import safe_name
 from voxflow.narrate.options import NarrationOptions
 from voxflow.narrate.read import document_format
-from voxflow.sources import (
-    list_source,
-    resolve,
-)
 
 # A corpus folder's own documentation is not a book.
 _NOT_BOOKS = re.compile(r"^(readme|licen[cs]e|changelog|contributing|notice|copying)(\.|$)", re.IGNORECASE)
@@ -50,7 +48,7 @@ def scan_documents(
     source: str, *, exclude: str | None = None, follow_symlinks: bool = False
 ) -> tuple[list[DocumentRef], int]:
     """(.txt/.md/.epub documents under ``source`` sorted by path, files ignored), from the same
-    listing as recordings (:func:`voxflow.sources.list_source`: regular files only)."""
+    listing as recordings (:func:`voxflow.io.sources.list_source`: regular files only)."""
     listing = list_source(source, exclude=exclude, follow_symlinks=follow_symlinks)
     docs, ignored = [], listing.left_out
     for f in listing.files:

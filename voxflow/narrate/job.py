@@ -21,6 +21,9 @@ from voxflow.engines.base import SynthesisOptions, Synthesizer
 from voxflow.engines.base import is_local as is_local_model
 from voxflow.errors import AudioError, RunAbort, SourceError, VoxflowError
 from voxflow.fsnames import printable_name, raw_name
+from voxflow.io.hashes import content_hash
+from voxflow.io.outputs import OutputTree
+from voxflow.io.storage import resolve, write_local_atomic
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.narrate.assembly import Audiobook, render_book
 from voxflow.narrate.assembly.chunks import ChunkAudio
@@ -41,12 +44,6 @@ from voxflow.narrate.prepare import check_chunks, credits_chunks, prepare_docume
 from voxflow.narrate.read import read_document
 from voxflow.narrate.synthesis import ChunkCache, SynthStats, synthesise_chunks
 from voxflow.settings import Settings
-from voxflow.sources import (
-    OutputTree,
-    content_hash,
-    resolve,
-    write_local_atomic,
-)
 
 
 def utc_now() -> datetime:

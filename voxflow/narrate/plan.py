@@ -11,6 +11,8 @@ from typing import Any
 
 from voxflow.engines.base import is_local as is_local_model
 from voxflow.errors import VoxflowError
+from voxflow.io.hashes import HashCache
+from voxflow.io.outputs import OutputTree
 from voxflow.models import Recording
 from voxflow.narrate.corpus import DocumentRef, book_keys, lexicon_files, safe_key, scan_documents
 from voxflow.narrate.job import make_job, skipped_rows
@@ -19,10 +21,6 @@ from voxflow.narrate.options import NarrationOptions, validate_narration, voice_
 from voxflow.narrate.prepare import DEFAULT_MAX_CHARS, prepare_document
 from voxflow.narrate.read import read_document
 from voxflow.settings import Settings
-from voxflow.sources import (
-    HashCache,
-    OutputTree,
-)
 
 # Spoken characters a second, for estimates: Piper's joe voice measured ≈ 18 (chunks as
 # synthesised, before voxflow's pauses); API voices assumed 15 (as the OpenRouter engine does).

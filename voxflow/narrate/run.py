@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from voxflow import interrupts, scratch
-from voxflow.catalog import CatalogWriter
 from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer, get_synthesizer
 from voxflow.engines.base import is_local as is_local_model
 from voxflow.errors import AudioError, NotStarted, RunAbort, SourceError
 from voxflow.fsnames import printable_name
+from voxflow.io.catalog import CatalogWriter
+from voxflow.io.outputs import OutputTree, new_run_id
+from voxflow.io.storage import resolve
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.narrate.corpus import DocumentRef
 from voxflow.narrate.job import failed_row, name_columns, narrate_document, utc_now
@@ -28,11 +30,6 @@ from voxflow.narrate.prepare import DEFAULT_MAX_CHARS
 from voxflow.narrate.synthesis import SynthStats
 from voxflow.runs import PerProcess, exit_code, write_manifest
 from voxflow.settings import Settings
-from voxflow.sources import (
-    OutputTree,
-    new_run_id,
-    resolve,
-)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,11 @@ from typing import Any
 from voxflow import progress
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import AudioError, RequestRejected, most_severe
+from voxflow.io.storage import write_local_atomic
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.narrate.assembly.chunks import ChunkAudio
 from voxflow.narrate.document import TextChunk
 from voxflow.narrate.prepare import split_long
-from voxflow.sources import (
-    write_local_atomic,
-)
 
 MIN_SPLIT_CHARS = 40  # a 413 never splits a chunk into pieces shorter than this
 

@@ -18,6 +18,7 @@ from voxflow.errors import (
     most_severe,
 )
 from voxflow.gates import GatedSegments, gate_segments
+from voxflow.io.storage import write_local_atomic
 from voxflow.models import (
     AudioChunk,
     PreparedAudio,
@@ -27,9 +28,6 @@ from voxflow.models import (
     Transcript,
     Word,
     language_code,
-)
-from voxflow.sources import (
-    write_local_atomic,
 )
 
 if TYPE_CHECKING:

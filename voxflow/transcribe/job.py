@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from voxflow import interrupts, media, progress, scratch
-from voxflow.catalog import CatalogIndex
 from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
 from voxflow.errors import (
     NotStarted,
     RunAbort,
 )
+from voxflow.io.catalog import CatalogIndex
+from voxflow.io.outputs import OutputTree
+from voxflow.io.storage import local_copy
 from voxflow.limits import Budget, RequestLimiter
 from voxflow.models import (
     PreparedAudio,
@@ -31,10 +33,6 @@ from voxflow.models import (
 from voxflow.ownership import OutputLedger
 from voxflow.runs import PerProcess
 from voxflow.settings import Settings
-from voxflow.sources import (
-    OutputTree,
-    local_copy,
-)
 from voxflow.transcribe.chunks import (
     ChunkStats,
     all_silence,

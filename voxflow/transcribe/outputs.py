@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from voxflow.fsnames import printable_name
+from voxflow.io.outputs import OutputTree
 from voxflow.models import (
     Recording,
     Transcript,
@@ -14,9 +15,6 @@ from voxflow.models import (
 )
 from voxflow.ownership import Claim, OutputLedger, PathState, sha256_of
 from voxflow.settings import Settings
-from voxflow.sources import (
-    OutputTree,
-)
 from voxflow.subtitles import SidecarDoc, render_sidecars, shape_cues, sidecar_name
 
 

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from voxflow.catalog import CatalogIndex, DoneRecord
 from voxflow.cluster import where_am_i
 from voxflow.engines.base import TranscribeOptions
 from voxflow.errors import (
@@ -17,6 +16,11 @@ from voxflow.errors import (
     SourceError,
     VoxflowError,
 )
+from voxflow.io.catalog import CatalogIndex, DoneRecord
+from voxflow.io.hashes import HashCache
+from voxflow.io.outputs import OutputTree
+from voxflow.io.sources import Listing, ScanResult, Skipped, find_paths, scan
+from voxflow.io.storage import NAME_MAX, full_uri, resolve, under
 from voxflow.known_failures import KnownFailure, KnownFailures
 from voxflow.models import (
     Recording,
@@ -24,19 +28,6 @@ from voxflow.models import (
 )
 from voxflow.ownership import OutputLedger
 from voxflow.settings import Settings
-from voxflow.sources import (
-    NAME_MAX,
-    HashCache,
-    Listing,
-    OutputTree,
-    ScanResult,
-    Skipped,
-    find_paths,
-    full_uri,
-    resolve,
-    scan,
-    under,
-)
 from voxflow.transcribe.outputs import left_alone_note, sidecar_targets
 
 

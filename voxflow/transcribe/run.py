@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from voxflow import interrupts, progress, scratch
-from voxflow.catalog import CatalogWriter, DoneRecord, load_transcript
 from voxflow.cluster import where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber
 from voxflow.errors import (
@@ -21,6 +20,8 @@ from voxflow.errors import (
     VoxflowError,
 )
 from voxflow.fsnames import printable_name
+from voxflow.io.catalog import CatalogWriter, DoneRecord, load_transcript
+from voxflow.io.outputs import OutputTree, new_run_id
 from voxflow.models import (
     AudioChunk,
     Recording,
@@ -29,10 +30,6 @@ from voxflow.models import (
 )
 from voxflow.runs import exit_code, write_manifest
 from voxflow.settings import Settings
-from voxflow.sources import (
-    OutputTree,
-    new_run_id,
-)
 from voxflow.transcribe.chunks import ChunkCheckpoints
 from voxflow.transcribe.job import (
     RESOURCES,

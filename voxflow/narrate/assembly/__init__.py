@@ -27,6 +27,7 @@ from typing import Literal
 
 from voxflow import scratch
 from voxflow.errors import OutputError
+from voxflow.io.outputs import OutputTree
 from voxflow.models import Cue
 from voxflow.narrate.assembly.mastering import MasteringReport, master_m4b, master_mp3, mp3_duration_ms
 from voxflow.narrate.assembly.options import AssemblyOptions, BookMeta
@@ -44,7 +45,6 @@ from voxflow.narrate.assembly.timeline import (
     shape_chunks,
     timeline_rate,
 )
-from voxflow.sources import OutputTree
 
 OutputKind = Literal["mp3", "m4b", "vtt", "m3u", "extra"]
 

@@ -32,7 +32,7 @@ def read_document(uri: str, data: bytes | None = None, *, fmt: DocumentFormat | 
 
     Raises TextError with a message a user can act on: empty, binary, damaged, unreadable.
     """
-    from voxflow.sources import local_copy, resolve
+    from voxflow.io.storage import local_copy, resolve
 
     fmt = fmt or document_format(uri)
     if fmt is None:

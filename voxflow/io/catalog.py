@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 
 from voxflow.errors import OutputError
 from voxflow.fsnames import printable_tree, raw_name
+from voxflow.io.outputs import OutputTree
 from voxflow.models import Quality, RecordingResult, Segment, Transcript, Word
-from voxflow.sources import OutputTree
 
-log = logging.getLogger("voxflow.catalog")
+log = logging.getLogger("voxflow.io.catalog")
 COMMIT_ORDER = ("segments", "words", "narrations", "outputs", "transcripts")  # transcripts last: the commit marker
 QUARANTINE = "catalog/_quarantine"
 # What reading a damaged part file raises (empty, garbage, truncated: ArrowInvalid; pages that
