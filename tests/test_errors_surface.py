@@ -21,20 +21,20 @@ from voxflow.testing.emulator import start_emulator_in_thread
 KEY = "sk-or-v1-errors-surface-0123456789"
 
 
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the host's AWS settings, one engine thread, plus ``env``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "VOXFLOW_LOCAL_THREADS": "1",
+        **(env or {}),
+    }
+
+
 def voxflow(*args: str, env: dict[str, str] | None = None, wrap=None) -> subprocess.CompletedProcess[str]:
     """``python -m voxflow.cli ARGS`` in a fresh process, as a user runs it."""
     cmd = [sys.executable, "-m", "voxflow.cli", *args]
     return subprocess.run(
-        wrap(cmd) if wrap else cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-            "VOXFLOW_LOCAL_THREADS": "1",
-            **(env or {}),
-        },
+        wrap(cmd) if wrap else cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=cli_env(env)
     )
 
 
@@ -235,3 +235,150 @@ def test_short_help_version_and_clean_flags() -> None:
     help_text = " ".join(voxflow("transcribe", "-h").stdout.split())
     assert "<bool>" not in help_text and "--force" in help_text
     assert "[default: 8]" in help_text and "[default: srt,vtt,txt,json]" in help_text
+
+
+# ─── --beside-source on folders that cannot take sidecars ────────────────────────────────
+
+
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_beside_source_in_a_read_only_folder_is_refused_before_any_work(
+    one_clip: Path, tmp_path: Path, given: str
+) -> None:
+    one_clip.chmod(0o555)
+    out = tmp_path / "out"
+    source = one_clip if given == "folder" else one_clip / "jfk.flac"
+    line = refusal(voxflow("transcribe", str(source), "--beside-source", "--out", str(out), wrap=unprivileged))
+    assert "--beside-source" in line and f"{one_clip} " in line and "read-only" in line and "--out" in line
+    assert [p.name for p in one_clip.iterdir()] == ["jfk.flac"]
+    assert not out.exists(), "a refusal does no work"
+
+
+def test_beside_source_read_only_subfolder_fails_that_recording_and_the_batch_carries_on(tmp_path: Path) -> None:
+    import srt
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "locked").mkdir(parents=True)
+    shutil.copy(SAMPLES / "jfk.flac", src / "jfk.flac")
+    shutil.copy(SAMPLES / "spk1_snt1.wav", src / "locked" / "spk1_snt1.wav")
+    (src / "locked").chmod(0o555)
+    args = ("transcribe", str(src), "--beside-source", "--out", str(out), "--formats", "srt", "-m", "local/tiny.en")
+    proc = voxflow(*args, wrap=unprivileged)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "OSError" not in proc.stderr and "Errno" not in proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if "locked/spk1_snt1.wav" in ln]
+    assert said and all("Permission denied" in ln for ln in said), proc.stderr
+    (sidecar,) = src.glob("jfk*.srt")
+    assert list(srt.parse(sidecar.read_text())), "the writable folder's recording was done"
+    assert [p.name for p in (src / "locked").iterdir()] == ["spk1_snt1.wav"]
+
+
+# ─── refusals: first, and on one line at any width ───────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["transcribe", ""], ["SOURCE is empty"]),
+        (["narrate", ""], ["SOURCE is empty"]),
+        (["narrate", "{docs}", "--speed", "0"], ["--speed 0", "0.25 to 4"]),
+        (["narrate", "{docs}", "--lexicon", "/missing.toml"], ["--lexicon", "/missing.toml"]),
+        (["transcribe", "{docs}", "--language", "english"], ["--language (VOXFLOW_LANGUAGE)", "did you mean en"]),
+    ],
+)
+def test_refusals_come_before_the_engine_line_on_one_line_at_any_width(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "book.txt").write_text("A short book. It has two sentences.\n")
+    argv = [a.format(docs=docs) for a in args]
+    proc = voxflow(*argv, "--out", str(tmp_path / "out"), env={"COLUMNS": "40"})
+    line = refusal(proc)
+    assert proc.stdout == "", "a refusal prints nothing else"
+    for word in words:
+        assert word in line
+
+
+# ─── click's own usage errors ────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["transcribe", "x", "--concurrency", "abc"], ["--concurrency", "abc", "voxflow.cli transcribe -h"]),
+        (["transcribe", "x", "--bogus"], ["--bogus", "voxflow.cli transcribe -h"]),
+        (["transcribe"], ["SOURCE", "voxflow.cli transcribe -h"]),
+        (["transcribe", "x", "--out"], ["--out", "voxflow.cli transcribe -h"]),
+        (["report", "extra"], ["extra", "voxflow.cli report -h"]),
+        (["bogus"], ["bogus", "voxflow.cli -h"]),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_flag_and_what_to_do(args: list[str], words: list[str]) -> None:
+    proc = voxflow(*args, env={"COLUMNS": "40"})
+    line = refusal(proc)
+    assert proc.stdout == "" and "Usage:" not in proc.stderr
+    for word in words:
+        assert word in line
+
+
+def test_usage_names_arguments_in_capitals() -> None:
+    for command, argument in [("transcribe", "SOURCE"), ("narrate", "SOURCE"), ("search", "QUERY"), ("serve", "OUT")]:
+        usage = voxflow(command, "-h").stdout.splitlines()[0]
+        assert usage.endswith(f"{command} [OPTIONS] {argument}"), usage
+
+
+# ─── a reader that goes away ─────────────────────────────────────────────────────────────
+
+
+def popen_into_closed_pipe(args: list[str], stderr: int | None = None, after_line: bool = True) -> int:
+    """Run the CLI with stdout (and stderr unless given) into a pipe whose reader leaves after
+    the first line (``| head -1``), or at once; the exit code."""
+    reader, writer = os.pipe()
+    cmd = [sys.executable, "-m", "voxflow.cli", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=writer, stderr=writer if stderr is None else stderr)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        if after_line:
+            pipe.readline()
+    return proc.wait(timeout=600)
+
+
+def test_a_closed_pipe_ends_quietly_and_the_run_still_does_its_work(one_clip: Path, tmp_path: Path) -> None:
+    import json
+
+    import srt
+
+    out = tmp_path / "out"
+    args = ["transcribe", str(one_clip), "--out", str(out), "--formats", "srt", "-m", "local/tiny.en"]
+    assert popen_into_closed_pipe(args) == 0  # `voxflow transcribe … 2>&1 | head -1`
+    (manifest,) = (out / "runs").glob("*.json")
+    assert json.loads(manifest.read_text())["counts"]["done"] == 1
+    (sidecar,) = out.glob("jfk*.srt")
+    assert list(srt.parse(sidecar.read_text()))
+    for report in (["report", "--out", str(out)], ["report", "--out", str(out), "--json"]):
+        with (tmp_path / "stderr").open("w+") as err:
+            assert popen_into_closed_pipe(report, stderr=err.fileno(), after_line=False) == 0  # `| true`
+            err.seek(0)
+            said = err.read()
+        assert said == "", said
+
+
+# ─── names that are not UTF-8 ────────────────────────────────────────────────────────────
+
+
+def test_non_utf8_names_print_as_the_catalog_stores_them(tmp_path: Path) -> None:
+    import duckdb
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Path(os.fsdecode(os.fsencode(src) + b"/broken\xff.wav")).write_bytes(b"not audio at all")
+    cmd = [sys.executable, "-m", "voxflow.cli", "transcribe", str(src), "--out", str(out), "-m", "local/tiny.en"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    said = proc.stdout.decode() + proc.stderr.decode()  # strict UTF-8: no raw surrogate bytes
+    ((shown,),) = duckdb.sql(f"select rel_path from read_parquet('{out}/catalog/transcripts/*.parquet')").fetchall()
+    assert shown == "broken\\xff.wav"
+    assert shown in said and "\\udc" not in said, said
+    missing = os.fsdecode(os.fsencode(src) + b"/gone\xff")
+    proc = subprocess.run([*cmd[:4], missing, *cmd[5:]], cwd=ROOT, env=cli_env(), capture_output=True, timeout=600)
+    assert proc.returncode == 2 and b"gone\\xff" in proc.stderr and b"\\udc" not in proc.stderr, proc.stderr
