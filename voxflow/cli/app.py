@@ -21,6 +21,7 @@ from voxflow.cli.common import (
     NotifyOpt,
     OutOpt,
     check_out,
+    check_source,
     console,
     guarded,
     notifier_for,
@@ -35,8 +36,10 @@ from voxflow.cli.common import (
     with_default,
 )
 from voxflow.cli.progress import hms
+from voxflow.cli.streams import guard_streams
 from voxflow.cli.transcribe import run_transcribe
-from voxflow.errors import ConfigError, RunAbort, SourceError
+from voxflow.cli.usage import Command, NoArgsIsHelpError, UsageError, usage_line
+from voxflow.errors import ConfigError
 from voxflow.settings import Settings
 
 app = typer.Typer(
@@ -71,10 +74,10 @@ def _global(
         os.environ["VOXFLOW_DEBUG"] = "1"
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def transcribe(
-    source: Annotated[str, typer.Argument(help="Folder, file, or bucket URL (s3://…).")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Folder, file, or bucket URL (s3://…).")],
     out: OutOpt = None,
     model: ModelOpt = None,
     language: Annotated[
@@ -147,10 +150,10 @@ def transcribe(
     raise typer.Exit(run_transcribe(source, settings, notifier_for("transcribe", notify, notify_always)))
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def narrate(
-    source: Annotated[str, typer.Argument(help="Folder, file or bucket URL of .txt/.md/.epub.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Folder, file or bucket URL of .txt/.md/.epub.")],
     out: OutOpt = None,
     model: ModelOpt = None,
     voice: Annotated[
@@ -184,7 +187,9 @@ def narrate(
     notify_always: NotifyAlwaysOpt = False,
 ) -> None:
     """Narrate every document under SOURCE into MP3 audiobooks."""
-    from voxflow.narrate.options import voice_as_model
+    from voxflow.cli.narrate import run_narrate
+    from voxflow.narrate import NarrationOptions, parse_formats
+    from voxflow.narrate.options import validate_narration, voice_as_model
 
     model, voice = voice_as_model(model, voice)
     settings = settings_from(
@@ -196,38 +201,33 @@ def narrate(
         force=force or None,
         cluster=cluster,
     )
+    check_source(source)
+    options = NarrationOptions(
+        per_chapter=per_chapter,
+        formats=parse_formats(fmt),
+        instructions=instructions,
+        speed=speed,
+        max_chunk_chars=max_chunk_chars,
+        credits=credits,
+        lexicon=tuple(lexicon or ()),
+        bitrate=bitrate,
+    )
+    options.assembly().validate()
+    validate_narration(settings, options)  # every refusal before the engine line and any work
+    prefect_defaults()
     if not dry_run:
         check_out(settings.out)
-    say_engine(settings.speech_model, settings.openrouter.has_key)
-    from voxflow.cli.narrate import run_narrate
-    from voxflow.narrate import NarrationOptions, parse_formats
-
-    prefect_defaults()
-
-    try:
-        if not dry_run:
-            validate_model(settings, "speech", voice=settings.voice)
-        options = NarrationOptions(
-            per_chapter=per_chapter,
-            formats=parse_formats(fmt),
-            instructions=instructions,
-            speed=speed,
-            max_chunk_chars=max_chunk_chars,
-            credits=credits,
-            lexicon=tuple(lexicon or ()),
-            bitrate=bitrate,
+        validate_model(settings, "speech", voice=settings.voice)
+        say_engine(settings.speech_model, settings.openrouter.has_key)
+    with interrupts.graceful_signals(say_stopping):
+        code = run_narrate(
+            source,
+            settings,
+            dry_run=dry_run,
+            options=options,
+            run_flow=run_narration_flow,
+            on_summary=notifier_for("narrate", notify, notify_always),
         )
-        with interrupts.graceful_signals(say_stopping):
-            code = run_narrate(
-                source,
-                settings,
-                dry_run=dry_run,
-                options=options,
-                run_flow=run_narration_flow,
-                on_summary=notifier_for("narrate", notify, notify_always),
-            )
-    except (RunAbort, ConfigError, SourceError) as exc:
-        code = report_error(exc)
     raise typer.Exit(code)
 
 
@@ -240,7 +240,7 @@ def run_narration_flow(source: str, settings: Settings, options: Any) -> dict[st
     return run_bound(lambda: narrate_flow(source=source, out=settings.out, options=public, narration=options.as_dict()))
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def models(
     kind: Annotated[str, typer.Option(help="transcription or speech.")] = "transcription",
@@ -280,9 +280,9 @@ def _remote_models(settings: Settings, kind: str) -> list[dict[str, Any]]:
     return asyncio.run(list_models(settings, kind))
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
-def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> None:
+def voices(model: Annotated[str, typer.Argument(metavar="MODEL", help="A speech model id.")]) -> None:
     """List the voices a speech model supports."""
     if model.startswith("local/"):
         out_console.print(
@@ -303,7 +303,7 @@ def voices(model: Annotated[str, typer.Argument(help="A speech model id.")]) -> 
     raise typer.Exit(3)
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def report(
     out: OutOpt = None,
@@ -338,7 +338,7 @@ def _nights_table(nights: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def doctor(out: OutOpt = None) -> None:
     """Check ffmpeg and its codecs, the embedded engines, the API key and its credits (the key
@@ -361,7 +361,7 @@ server_app = typer.Typer(
 app.add_typer(server_app, name="server")
 
 
-@server_app.command("start")
+@server_app.command("start", cls=Command)
 @guarded
 def server_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4200) -> None:
     """Start the server (a no-op when it runs already) and print its UI's URL."""
@@ -374,7 +374,7 @@ def server_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] =
     )
 
 
-@server_app.command("status")
+@server_app.command("status", cls=Command)
 @guarded
 def server_status() -> None:
     """Say whether the background server runs (exit 1 when it does not)."""
@@ -387,7 +387,7 @@ def server_status() -> None:
     out_console.print(f"Prefect server: {url.removesuffix('/api')} — runs use it")
 
 
-@server_app.command("stop")
+@server_app.command("stop", cls=Command)
 @guarded
 def server_stop() -> None:
     """Stop the background server."""
@@ -397,7 +397,7 @@ def server_stop() -> None:
     out_console.print(f"stopped the Prefect server (pid {state['pid']})" if state else "no background server ran")
 
 
-@app.command()
+@app.command(cls=Command)
 def emulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8089,
     faults: Annotated[str | None, typer.Option(help="e.g. 429:0.1,500:0.05,drop:0.02")] = None,
@@ -410,10 +410,10 @@ def emulator(
     serve(port=port, faults=faults, latency_ms=latency_ms, keys=key or ["sk-or-emulator"])
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def search(
-    query: Annotated[str, typer.Argument(help='Words, or "an exact phrase" (ranked first).')],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help='Words, or "an exact phrase" (ranked first).')],
     out: OutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list of hits (for scripts).")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Most hits shown.")] = 20,
@@ -435,10 +435,10 @@ def search(
     out_console.print(table if hits else f"no transcript matches {query!r}", markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @guarded
 def serve(
-    out: Annotated[str, typer.Argument(help="The output folder of a transcribe run.")],
+    out: Annotated[str, typer.Argument(metavar="OUT", help="The output folder of a transcribe run.")],
     host: Annotated[str, typer.Option(help="Listen address (non-loopback needs --token).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     token: Annotated[
@@ -473,9 +473,25 @@ def _logging() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``voxflow`` script."""
+    """Entry point of the ``voxflow`` script: every error one line, exit codes of ExitCode; a
+    reader that goes away (``| head -1``) changes neither the run nor its code (cli/streams.py)."""
+    guard_streams()
     _logging()
+    code = _run_app()
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _run_app() -> int:
+    """The app without click's own error handling, so its usage errors are one line too."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # plain `voxflow`: the help, as before
+        exc.show()
+        return exc.exit_code
+    except UsageError as exc:  # a bad value, an unknown option or command, a missing argument
+        console.print(f"error: {usage_line(exc)}", markup=False, highlight=False)
+        return exc.exit_code
     except Exception as exc:  # outside a command (typer itself, imports): still one line
-        sys.exit(report_error(exc))
+        return report_error(exc)
+    return code if isinstance(code, int) else 0

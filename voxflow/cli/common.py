@@ -138,6 +138,26 @@ def check_out(out: str) -> None:
         ) from exc
 
 
+def check_source(source: str) -> None:
+    """An empty SOURCE would scan the current folder: refuse it before any work."""
+    if not source.strip():
+        raise ConfigError("SOURCE is empty: give a folder, file or s3:// URL")
+
+
+def check_beside_source(source: str) -> None:
+    """--beside-source writes each recording's sidecars into its folder: refuse a local SOURCE
+    whose folder cannot take them before any work (a subfolder that cannot fails its own files)."""
+    if "://" in source and not source.startswith("file://"):
+        return  # a bucket: its errors surface on first use
+    path = Path(source.removeprefix("file://")).expanduser()
+    folder = path if path.is_dir() else path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--beside-source: cannot write sidecars in {folder} (read-only): "
+            "leave --beside-source out to write them under --out, or make the folder writable"
+        )
+
+
 def say_engine(model: str, has_key: bool) -> None:
     if model.startswith("local/"):
         why = "" if has_key else " (no OPENROUTER_API_KEY set)"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from voxflow import progress
+from voxflow.cli.common import report_error
 from voxflow.errors import ConfigError, RunAbort, SourceError, VoxflowError
 from voxflow.fsnames import printable_name
 from voxflow.narrate.corpus import scan_documents
@@ -35,7 +36,7 @@ def run_narrate(
     print a summary; returns the exit code of design §3."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     say = echo or console.print
     try:
         options = options or NarrationOptions(
@@ -63,14 +64,10 @@ def run_narrate(
                 unsubscribe()
         else:
             summary = run_inline(plan).as_dict()
-    except RunAbort as exc:
-        say(f"aborted: {exc.kind}: {exc}")
-        if on_summary:
+    except (RunAbort, ConfigError, SourceError) as exc:
+        if on_summary and isinstance(exc, RunAbort):
             on_summary({"aborted": f"{exc.kind}: {exc}"})
-        return 3
-    except (ConfigError, SourceError) as exc:
-        say(f"error: {exc}")
-        return 2
+        return report_error(exc)  # one line on stderr, whatever the terminal's width
     _print_summary(summary, console, time.monotonic() - started)
     if on_summary:  # e.g. the CLI's --notify
         on_summary(summary)
@@ -80,7 +77,7 @@ def run_narrate(
 def print_documents() -> Callable[[str, dict[str, Any]], None]:
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
 
     def listener(event: str, data: dict[str, Any]) -> None:
         if event == "narration.finished":

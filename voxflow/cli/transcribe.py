@@ -12,7 +12,9 @@ from rich.table import Table
 from voxflow import interrupts
 from voxflow import progress as events
 from voxflow.cli.common import (
+    check_beside_source,
     check_out,
+    check_source,
     console,
     prefect_defaults,
     report_error,
@@ -59,7 +61,10 @@ def _transcribe_command(source: str, settings: Settings, notify: Callable[[dict[
     from voxflow.io.outputs import new_run_id
     from voxflow.lock import OutputLocked, output_lock
 
+    check_source(source)
     check_transcription(settings)
+    if settings.beside_source:
+        check_beside_source(source)
     check_out(settings.out)
     run_id = new_run_id()
     try:
@@ -76,8 +81,6 @@ def _transcribe_locked(
     from voxflow.transcribe import plan_run, run_inline
 
     started = time.monotonic()
-    if not settings.quiet:
-        say_engine(settings.transcription_model, settings.openrouter.has_key)
     try:
         plan = plan_run(source, settings)
     except SourceError as exc:
@@ -100,6 +103,8 @@ def _transcribe_locked(
             summary = run_inline(plan, run_id).as_dict()
         else:
             validate_model(settings)
+            if not settings.quiet:  # refusals come first: this line only when work starts
+                say_engine(settings.transcription_model, settings.openrouter.has_key)
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
