@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from voxflow import interrupts
-from voxflow.errors import ConfigError, ExitCode, explain
+from voxflow.errors import ConfigError, ExitCode, SourceError, explain
 from voxflow.settings import Settings, load_settings
 
 console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
@@ -124,7 +124,7 @@ def check_out(out: str) -> None:
     """A local --out must be a folder we can create and write in: refuse it before any work."""
     if "://" in out and not out.startswith("file://"):
         return  # a bucket: its errors surface on first use
-    path = Path(out.removeprefix("file://")).expanduser()
+    path = _local(out)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder: name a folder (it is created if missing)")
     try:
@@ -139,9 +139,16 @@ def check_out(out: str) -> None:
 
 
 def check_source(source: str) -> None:
-    """An empty SOURCE would scan the current folder: refuse it before any work."""
+    """Refuse an empty SOURCE (it would scan the current folder) or a local one that does not
+    exist, before any work."""
     if not source.strip():
         raise ConfigError("SOURCE is empty: give a folder, file or s3:// URL")
+    if ("://" not in source or source.startswith("file://")) and not _local(source).exists():
+        raise SourceError(f"source does not exist: {source}")
+
+
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file://")).expanduser()
 
 
 def check_beside_source(source: str) -> None:
@@ -149,7 +156,7 @@ def check_beside_source(source: str) -> None:
     whose folder cannot take them before any work (a subfolder that cannot fails its own files)."""
     if "://" in source and not source.startswith("file://"):
         return  # a bucket: its errors surface on first use
-    path = Path(source.removeprefix("file://")).expanduser()
+    path = _local(source)
     folder = path if path.is_dir() else path.parent
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(
