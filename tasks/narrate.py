@@ -19,7 +19,7 @@ from voxflow.narrate import DocumentRef, NarrationSpec, narrate
 
 @task(
     name="narrate-document",
-    task_run_name="narrate {doc.rel_path}",
+    task_run_name="narrate {doc.display_path}",
     cache_policy=NO_CACHE,
     retries=TASK_RETRIES,
     retry_delay_seconds=TASK_RETRY_DELAY_S,

@@ -39,6 +39,11 @@ class DocumentRef:
         return document_format(self.rel_path)
 
     @property
+    def display_path(self) -> str:
+        """``rel_path`` as valid UTF-8 (bytes that are not UTF-8 escaped): for logs and names."""
+        return printable_name(self.rel_path)
+
+    @property
     def stem(self) -> str:
         name = self.rel_path.rsplit("/", 1)[-1]
         return name.rsplit(".", 1)[0] if "." in name else name
