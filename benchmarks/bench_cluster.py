@@ -20,11 +20,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import wave
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+from clirun import timed_transcribe  # noqa: E402
+
 SAMPLES = ROOT / "sample_data" / "recordings"
 CLIPS = ("beckett.wav", "jfk.flac", "jfk.mp3", "jfk video.mp4", "spk1_snt1.wav", "spk1_snt3.wav")
 MODEL = "local/tiny.en"
@@ -46,18 +47,7 @@ def make_batch(folder: Path, copies: int) -> float:
 
 
 def run_cli(source: Path, extra: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        cmd = ["uv", "run", "voxflow", "transcribe", str(source), "--out", out, "--model", MODEL, *extra]
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        written = len(list(Path(out).rglob("*.srt")))
-    if proc.returncode != 0:
-        raise SystemExit(f"voxflow {' '.join(extra)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    files = len(list(source.iterdir()))
-    if written != files:
-        raise SystemExit(f"voxflow wrote {written} subtitle files for {files} recordings")
-    return wall
+    return timed_transcribe(source, ["--model", MODEL, *extra], dict(os.environ))
 
 
 def main() -> None:

@@ -20,11 +20,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from clirun import timed_transcribe  # noqa: E402
 
 from voxflow.testing.emulator import start_emulator_in_thread  # noqa: E402
 
@@ -50,19 +51,7 @@ def make_recordings(folder: Path, files: int, seconds: float) -> None:
 
 def run_cli(source: Path, url: str, concurrency: int) -> float:
     env = {**os.environ, "OPENROUTER_API_KEY": KEY, "OPENROUTER_BASE_URL": url}
-    with tempfile.TemporaryDirectory() as out:
-        cmd = ["uv", "run", "voxflow", "transcribe", str(source), "--out", out,
-               "--concurrency", str(concurrency), "--model", MODEL]  # fmt: skip
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        written = len(list(Path(out).rglob("*.srt")))
-    if proc.returncode != 0:
-        raise SystemExit(f"voxflow failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    files = len(list(source.iterdir()))
-    if written != files:
-        raise SystemExit(f"voxflow wrote {written} subtitle files for {files} recordings")
-    return wall
+    return timed_transcribe(source, ["--concurrency", str(concurrency), "--model", MODEL], env)
 
 
 def main() -> None:

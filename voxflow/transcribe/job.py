@@ -55,20 +55,10 @@ class RunSpec:
     options_hash: str
 
 
-@dataclass
-class RunResources:
-    """What the recordings of one run share within one process (engine, limits, output
-    ledger): built by the first task a process runs for the run (:func:`resources_for`)."""
+class OfRun:
+    """What a holder of a run's spec can say about the run."""
 
     spec: RunSpec
-    out: OutputTree
-    options: TranscribeOptions
-    engine: Transcriber
-    chunk_slots: RequestLimiter  # chunks read and encoded at once (bounds memory)
-    budget: Budget
-    ledger: OutputLedger
-    scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
-    aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
 
     @property
     def run_id(self) -> str:
@@ -81,6 +71,22 @@ class RunResources:
     @property
     def options_hash(self) -> str:
         return self.spec.options_hash
+
+
+@dataclass
+class RunResources(OfRun):
+    """What the recordings of one run share within one process (engine, limits, output
+    ledger): built by the first task a process runs for the run (:func:`resources_for`)."""
+
+    spec: RunSpec
+    out: OutputTree
+    options: TranscribeOptions
+    engine: Transcriber
+    chunk_slots: RequestLimiter  # chunks read and encoded at once (bounds memory)
+    budget: Budget
+    ledger: OutputLedger
+    scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
+    aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
 
     @property
     def checkpoint_dir(self) -> Path:

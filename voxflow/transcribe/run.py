@@ -29,10 +29,10 @@ from voxflow.models import (
     Transcript,
 )
 from voxflow.runs import exit_code, write_manifest
-from voxflow.settings import Settings
 from voxflow.transcribe.chunks import ChunkCheckpoints
 from voxflow.transcribe.job import (
     RESOURCES,
+    OfRun,
     RecordingOutcome,
     RunSpec,
     build_resources,
@@ -45,7 +45,7 @@ from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
 
 
 @dataclass
-class RunContext:
+class RunContext(OfRun):
     """What the planning process keeps for a run: the plan, the catalog writer, the outcome."""
 
     spec: RunSpec
@@ -55,14 +55,6 @@ class RunContext:
     started_at: float = field(default_factory=time.time)
     aborted: RunAbort | None = None
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-    @property
-    def settings(self) -> Settings:
-        return self.spec.settings
 
     @property
     def model(self) -> str:
