@@ -190,20 +190,8 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
     say how the run went (exit code per design §3). ``results`` defaults to every document
     :func:`narrate` handled in this run (an aborted one included)."""
     plan = run.plan
-    results = list(run.results if results is None else results)
-    handled = {row["rel_path"] for rows in results for row in rows}
-    interrupted = interrupts.requested()
-    for doc in plan.todo:  # a document whose task died before it returned rows
-        if printable_name(doc.rel_path) not in handled and not interrupted:
-            reason = (
-                NotStarted.after(run.aborted)
-                if run.aborted
-                else RuntimeError("the task ended without a result (see the flow's logs)")
-            )
-            rows = [failed_row(doc.uri, doc.rel_path, run.model, plan.settings.voice, run.run_id, reason,
-                                utc_now(), SynthStats())]  # fmt: skip
-            run.catalog.add_rows("narrations", rows)
-            results.append(rows)
+    given = list(run.results if results is None else results)
+    results = [*given, *_rows_of_lost_tasks(run, given)]
     for doc, rows in plan.skipped:
         for row in rows:
             row.update(run_id=run.run_id, **name_columns(doc.uri, doc.rel_path))
@@ -215,29 +203,77 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
             by_doc.setdefault(row["rel_path"], []).append(row)
     done_paths = {p for p, rows in by_doc.items() if rows and rows[0]["status"] == "done"}
     failed = [rows[0] for rows in by_doc.values() if rows and rows[0]["status"] == "failed"]
-    not_started = [r for r in failed if r["error_kind"] == NotStarted.__name__]
-    undone = [printable_name(d.rel_path) for d in plan.todo if printable_name(d.rel_path) not in done_paths]
-    books = []
-    for rel, rows in sorted(by_doc.items()):
-        head = rows[0]
-        books.append(
-            {
-                "file": rel,
-                "status": head["status"],
-                "title": head.get("book_title"),
-                "chapters": len(rows) if head["status"] != "failed" else 0,
-                "duration_s": round(sum(r["duration_s"] or 0 for r in rows), 3),
-                "cost_usd": round(sum(r["cost_usd"] or 0 for r in rows), 6),
-                "mastering_passed": head.get("mastering_passed"),
-                "outputs": head.get("outputs") or [],
-                "error": head.get("error_message"),
-            }
-        )
-    mastering = _mastering_reports(run.out, books)
-    aborted = f"{run.aborted.kind}: {run.aborted}" if run.aborted else None
-    code = exit_code(aborted=run.aborted is not None, failed=bool(failed))
+    books = [_book_summary(rel, rows) for rel, rows in sorted(by_doc.items())]
     new_rows = [r for rows in results for r in rows]
-    manifest = {
+    manifest = _manifest(run, done_paths, failed, books, new_rows)
+    manifest_uri = write_manifest(run.out, run.run_id, manifest)
+    _RESOURCES.drop(run.run_id)
+    return NarrationSummary(
+        run_id=run.run_id,
+        documents=plan.found,
+        done=len(done_paths),
+        failed=len(failed),
+        skipped=len(plan.skipped),
+        not_started=sum(r["error_kind"] == NotStarted.__name__ for r in failed),
+        chapters=sum(1 for r in new_rows if r["status"] == "done"),
+        audio_s=manifest["audio_s"],
+        cost_usd=manifest["cost_usd"],
+        wall_s=round(time.time() - run.started_at, 3),
+        aborted=manifest["aborted"],
+        failures=manifest["errors"],
+        books=books,
+        manifest=manifest_uri,
+        exit_code=exit_code(aborted=run.aborted is not None, failed=bool(failed)),
+    )
+
+
+def _rows_of_lost_tasks(run: NarrationRun, results: Sequence[Sequence[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """A failed row (into the catalog) for each planned document whose task died before it
+    returned rows — none after an interrupt (those are left undone)."""
+    if interrupts.requested():
+        return []
+    handled = {row["rel_path"] for rows in results for row in rows}
+    lost = []
+    for doc in run.plan.todo:
+        if printable_name(doc.rel_path) in handled:
+            continue
+        reason = (
+            NotStarted.after(run.aborted)
+            if run.aborted
+            else RuntimeError("the task ended without a result (see the flow's logs)")
+        )
+        rows = [failed_row(doc.uri, doc.rel_path, run.model, run.plan.settings.voice, run.run_id, reason,
+                           utc_now(), SynthStats())]  # fmt: skip
+        run.catalog.add_rows("narrations", rows)
+        lost.append(rows)
+    return lost
+
+
+def _book_summary(rel: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    head = rows[0]
+    return {
+        "file": rel,
+        "status": head["status"],
+        "title": head.get("book_title"),
+        "chapters": len(rows) if head["status"] != "failed" else 0,
+        "duration_s": round(sum(r["duration_s"] or 0 for r in rows), 3),
+        "cost_usd": round(sum(r["cost_usd"] or 0 for r in rows), 6),
+        "mastering_passed": head.get("mastering_passed"),
+        "outputs": head.get("outputs") or [],
+        "error": head.get("error_message"),
+    }
+
+
+def _manifest(
+    run: NarrationRun,
+    done_paths: set[str],
+    failed: list[dict[str, Any]],
+    books: list[dict[str, Any]],
+    new_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    plan, interrupted = run.plan, interrupts.requested()
+    undone = [printable_name(d.rel_path) for d in plan.todo if printable_name(d.rel_path) not in done_paths]
+    return {
         "run_id": run.run_id,
         "kind": "narrate",
         "source": plan.source,
@@ -255,33 +291,14 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         },
         "audio_s": round(sum(r["duration_s"] or 0 for r in new_rows if r["status"] == "done"), 3),
         "cost_usd": round(sum(r["cost_usd"] or 0 for r in new_rows), 6),
-        "aborted": aborted,
+        "aborted": f"{run.aborted.kind}: {run.aborted}" if run.aborted else None,
         "interrupted": interrupted,
         "left_undone": undone if run.aborted or interrupted else [],
         "errors": [{"file": r["rel_path"], "kind": r["error_kind"], "message": r["error_message"]} for r in failed],
         "books": books,
-        "mastering": mastering,
+        "mastering": _mastering_reports(run.out, books),
         "catalog_parts": run.catalog.written,
     }
-    manifest_uri = write_manifest(run.out, run.run_id, manifest)
-    _RESOURCES.drop(run.run_id)
-    return NarrationSummary(
-        run_id=run.run_id,
-        documents=plan.found,
-        done=len(done_paths),
-        failed=len(failed),
-        skipped=len(plan.skipped),
-        not_started=len(not_started),
-        chapters=sum(1 for r in new_rows if r["status"] == "done"),
-        audio_s=manifest["audio_s"],
-        cost_usd=manifest["cost_usd"],
-        wall_s=round(time.time() - run.started_at, 3),
-        aborted=aborted,
-        failures=manifest["errors"],
-        books=books,
-        manifest=manifest_uri,
-        exit_code=code,
-    )
 
 
 def _mastering_reports(out: OutputTree, books: list[dict[str, Any]]) -> list[dict[str, Any]]:
