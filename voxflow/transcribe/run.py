@@ -209,16 +209,41 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
     ctx.catalog.add_rows("outputs", plan.ledger.adopt_dead_journals())
     ctx.catalog.flush()
     plan.ledger.drop_journals(writer_name(ctx.settings), ctx.run_id)
-    left_alone = [*plan.left_alone, *ctx.left_alone]
-    everything = [*plan.failed, *results]
-    failed = [r for r in everything if r.status == "failed"]
-    not_started = [r for r in failed if r.error_kind == NotStarted.__name__]
-    done_ids = {r.recording.rel_path for r in everything if r.status == "done"}
+    failed = [r for r in [*plan.failed, *results] if r.status == "failed"]
+    manifest = _manifest(ctx, results, failed)
+    manifest_uri = write_manifest(ctx.out, ctx.run_id, manifest)
+    RESOURCES.drop(ctx.run_id)
+    return RunSummary(
+        run_id=ctx.run_id,
+        done=manifest["counts"]["done"],
+        failed=len(failed),
+        skipped=len(plan.skipped),
+        restored=len(plan.restore),
+        not_started=sum(r.error_kind == NotStarted.__name__ for r in failed),
+        unsettled=len(plan.unsettled),
+        ignored=plan.ignored,
+        audio_s=manifest["audio_s"],
+        cost_usd=manifest["cost_usd"],
+        wall_s=round(time.time() - ctx.started_at, 3),
+        aborted=manifest["aborted"],
+        failures=manifest["errors"],
+        manifest=manifest_uri,
+        exit_code=exit_code(aborted=ctx.aborted is not None, failed=bool(failed)),
+        deleted=len(plan.deleted),
+        interrupted=manifest["interrupted"],
+        left_undone=len(manifest["left_undone"]),
+        left_alone=manifest["left_alone"],
+        known_failures=manifest["known_failures"],
+        subtitled=len(plan.subtitled),
+    )
+
+
+def _manifest(ctx: RunContext, results: list[RecordingResult], failed: list[RecordingResult]) -> dict[str, Any]:
+    """``runs/<run_id>.json``: settings, counts, and every file the run did not do, with why."""
+    plan, interrupted = ctx.plan, interrupts.requested()
+    done_ids = {r.recording.rel_path for r in [*plan.failed, *results] if r.status == "done"}
     undone = [r.rel_path for r in plan.todo if r.rel_path not in done_ids]
-    aborted = f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None
-    interrupted = interrupts.requested()
-    code = exit_code(aborted=ctx.aborted is not None, failed=bool(failed))
-    manifest = {
+    return {
         "run_id": ctx.run_id,
         "source": plan.source,
         "settings": ctx.settings.public_dict(),
@@ -238,7 +263,7 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         },
         "audio_s": sum(r.duration_ms for r in results) / 1000,
         "cost_usd": round(sum(r.cost_usd for r in results), 6),
-        "aborted": aborted,
+        "aborted": f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None,
         "interrupted": interrupted,
         "left_undone": undone if ctx.aborted or interrupted else [],
         "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
@@ -248,34 +273,9 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         "known_failures": [k.as_dict() for k in plan.known_failures],
         "already_subtitled": [{"file": r.rel_path, "subtitles": path} for r, path in plan.subtitled],
         "skipped": [r.rel_path for r in plan.skipped],
-        "left_alone": left_alone,
+        "left_alone": [*plan.left_alone, *ctx.left_alone],
         "catalog_parts": ctx.catalog.written,
     }
-    manifest_uri = write_manifest(ctx.out, ctx.run_id, manifest)
-    RESOURCES.drop(ctx.run_id)
-    return RunSummary(
-        run_id=ctx.run_id,
-        done=manifest["counts"]["done"],
-        failed=len(failed),
-        skipped=len(plan.skipped),
-        restored=len(plan.restore),
-        not_started=len(not_started),
-        unsettled=len(plan.unsettled),
-        ignored=plan.ignored,
-        audio_s=manifest["audio_s"],
-        cost_usd=manifest["cost_usd"],
-        wall_s=round(time.time() - ctx.started_at, 3),
-        aborted=aborted,
-        failures=manifest["errors"],
-        manifest=manifest_uri,
-        exit_code=code,
-        deleted=len(plan.deleted),
-        interrupted=interrupted,
-        left_undone=len(manifest["left_undone"]),
-        left_alone=left_alone,
-        known_failures=manifest["known_failures"],
-        subtitled=len(plan.subtitled),
-    )
 
 
 def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
