@@ -82,6 +82,9 @@ def print_documents() -> Callable[[str, dict[str, Any]], None]:
     def listener(event: str, data: dict[str, Any]) -> None:
         if event == "narration.finished":
             rows = data.get("rows") or []
+            if not rows:  # the run was asked to stop before this book was written
+                console.print(f"- {data.get('document')}: interrupted, left for the next run")
+                return
             head = rows[0] if rows else {}
             mark = {"done": "✓", "skipped": "·", "failed": "✗"}.get(head.get("status", ""), "?")
             detail = head.get("error_message") or f"{len(rows)} chapters"
@@ -116,6 +119,11 @@ def _print_summary(summary: Mapping[str, Any], console: Any, wall_s: float) -> N
         console.print(f"✗ {failure['kind']}: {failure['message']}")
     if summary.get("aborted"):
         console.print(f"aborted: {summary['aborted']}")
+    if summary.get("interrupted"):
+        console.print(
+            f"interrupted: {summary.get('left_undone', 0)} documents left for the next run "
+            "(run the same command again to resume; synthesised chunks are reused)"
+        )
 
 
 def _dry_run(

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from voxflow import interrupts
 from voxflow.engines.base import (
     LOCAL_PREFIX,
     SpeechAudio,
@@ -261,6 +262,8 @@ class LocalSynthesizer(Synthesizer):
         speed = options.speed or 1.0
         config = SynthesisConfig(length_scale=1.0 / speed)
         with self._lock:
+            if interrupts.requested():  # queued behind the lock when the run was asked to stop
+                raise interrupts.Interrupted("the run was asked to stop before this synthesis")
             voice = self.load()
             pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=config))
         return SpeechAudio(pcm=pcm, sample_rate=int(voice.config.sample_rate))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voxflow import progress
+from voxflow import interrupts, progress
 from voxflow.cluster import where_am_i
 from voxflow.engines.base import SynthesisOptions, Synthesizer
 from voxflow.engines.base import is_local as is_local_model
@@ -163,7 +163,10 @@ def narrate_document(
     force: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Narrate one document into ``out`` and return its ``narrations`` rows (one per
-    chapter; one failed row on error). Raises only RunAbort."""
+    chapter; one failed row on error; none when the run was asked to stop before the book
+    was written: it is left for the next run, its synthesised chunks cached). Raises only RunAbort."""
+    if interrupts.requested():
+        return []
     options = options or NarrationOptions()
     raw_rel = rel_path or doc_uri.rstrip("/").rsplit("/", 1)[-1]
     rel = printable_name(raw_rel)
@@ -178,10 +181,11 @@ def narrate_document(
         )
     except RunAbort:
         raise
-    except VoxflowError as exc:
-        rows = [failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
-    except Exception as exc:  # a bug or an infrastructure fault: still one clear row
-        rows = [failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
+    except Exception as exc:  # a VoxflowError, a bug or an infrastructure fault: still one clear row
+        if isinstance(exc, interrupts.Interrupted) or interrupts.requested():  # e.g. ffmpeg got the Ctrl-C too
+            rows = []  # left undone, for the next run
+        else:
+            rows = [failed_row(doc_uri, raw_rel, synth.model, settings.voice, run_id, exc, started, spent)]
     worker = where_am_i()
     rows = [{**row, "worker": worker} for row in rows]
     progress.emit("narration.finished", document=rel, rows=rows)
@@ -225,6 +229,8 @@ def _narrate(
     label = printable_name(rel)
     speaking = synthesise_chunks(chunks, synth, sopts, cache, limiter, budget, label=label, stats=spent)
     audio, stats = asyncio.run(speaking)
+    if interrupts.requested():  # every chunk is cached; the book is assembled by the next run
+        raise interrupts.Interrupted("the run was asked to stop before this book was assembled")
     digest = sopts.digest()
 
     def audio_of(chunks: Iterable[TextChunk]) -> tuple[ChunkAudio, ...]:

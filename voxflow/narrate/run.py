@@ -180,6 +180,8 @@ class NarrationSummary:
     books: list[dict[str, Any]]
     manifest: str
     exit_code: int
+    interrupted: bool = False  # Ctrl-C / SIGTERM: stopped starting work (exit 130)
+    left_undone: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,6 +226,8 @@ def finish_narration(run: NarrationRun, results: Sequence[Sequence[dict[str, Any
         books=books,
         manifest=manifest_uri,
         exit_code=exit_code(aborted=run.aborted is not None, failed=bool(failed)),
+        interrupted=manifest["interrupted"],
+        left_undone=len(manifest["left_undone"]),
     )
 
 

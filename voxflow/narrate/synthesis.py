@@ -1,5 +1,7 @@
 """Speech for a book's chunks: synthesised concurrently under the run's limits, each chunk
-cached on disk the moment it arrives (frames + sha256: a damaged entry is made again)."""
+cached on disk the moment it arrives (frames + sha256: a damaged entry is made again).
+Once the run is asked to stop (:mod:`voxflow.interrupts`), no new chunk starts: the ones in
+flight finish and are cached, then :class:`~voxflow.interrupts.Interrupted` is raised."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxflow import progress
+from voxflow import interrupts, progress
 from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
 from voxflow.errors import AudioError, RequestRejected, most_severe
 from voxflow.io.storage import write_local_atomic
@@ -154,8 +156,10 @@ async def synthesise_chunks(
     lock = threading.Lock()
 
     async def speak(text: str) -> SpeechAudio:
+        _unless_stopping()
         budget.check(synth.estimate_cost(len(text)))
         async with contextlib.nullcontext() if gated else limiter.slot():
+            _unless_stopping()  # the wait for a slot may have outlasted a stop request
             speech = await synth.synthesise(text, options)
         budget.add(speech.cost_usd)
         return speech
@@ -172,7 +176,10 @@ async def synthesise_chunks(
         return join_speech([await speak_or_split(half) for half in halves])
 
     async def one(key: str, chunk: TextChunk) -> None:
-        speech = await speak_or_split(chunk.spoken)
+        try:
+            speech = await speak_or_split(chunk.spoken)
+        except interrupts.Interrupted:
+            return  # not started: its siblings in flight carry on and are cached
         meta = {
             "model": options.model,
             "voice": options.voice,
@@ -198,7 +205,14 @@ async def synthesise_chunks(
     finally:
         with contextlib.suppress(Exception):
             await synth.aclose()
+    if len(audio) < stats.chunks:
+        raise interrupts.Interrupted(f"stopped with {stats.chunks - len(audio)} of {stats.chunks} chunks to synthesise")
     return audio, stats
+
+
+def _unless_stopping() -> None:
+    if interrupts.requested():
+        raise interrupts.Interrupted("the run was asked to stop before this chunk")
 
 
 def _cached(cache: ChunkCache, key: str, chunk: TextChunk, stats: SynthStats) -> ChunkAudio | None:
