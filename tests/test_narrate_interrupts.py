@@ -13,9 +13,12 @@ Ctrl-C reaches it too); the other runs use the session's server, to keep the fil
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +26,13 @@ import duckdb
 import pytest
 import webvtt
 
+from tests.test_audiobook import RATE, tone_pcm
 from tests.test_interrupts import Run, manifest, wait_for
+from voxflow import interrupts
+from voxflow.engines.base import SpeechAudio, SynthesisOptions, Synthesizer
+from voxflow.limits import Budget, RequestLimiter
+from voxflow.narrate.document import TextChunk
+from voxflow.narrate.synthesis import ChunkCache, synthesise_chunks
 
 LONG = "a-long"  # sorted first: the book in flight when the signal arrives (one document at a time)
 SHORT = ("b-short",)
@@ -167,3 +176,59 @@ def test_a_second_ctrl_c_stops_a_narration_at_once(tmp_path: Path, prefect_api: 
     assert "Traceback" not in run.stderr
     assert not list(out.glob("runs/*.json"))  # it stopped before the summary of the first press
     assert not list(out.glob("audiobooks/**/*.mp3"))
+
+
+class StoppingSynth(Synthesizer):
+    """Answers after a random pause; asks the run to stop when its ``stop_at``-th call ends
+    (in the event loop, as a signal handler would between two awaits). Records every start
+    and whether the stop had been asked by then."""
+
+    model = "local/tone-test"
+    max_input_chars = 2000
+
+    def __init__(self, rng: random.Random, stop_at: int | None) -> None:
+        self.rng, self.stop_at = rng, stop_at
+        self.started: list[tuple[str, bool]] = []
+
+    async def synthesise(self, text: str, options: SynthesisOptions) -> SpeechAudio:
+        self.started.append((text, interrupts.requested()))
+        await asyncio.sleep(self.rng.random() / 1000)
+        if len(self.started) == self.stop_at:
+            interrupts.request()
+        return SpeechAudio(tone_pcm(text, ms_per_char=0.2), RATE)
+
+
+def body_chunk(n: int) -> TextChunk:
+    text = f"Sentence number {n} of the book."
+    return TextChunk(0, n, "body", text, text, (text,), (len(text),))
+
+
+def test_no_chunk_starts_after_a_stop_and_every_started_one_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeded loop of stop requests at random points of a book synthesised 1–6 chunks at a
+    time: no synthesis starts once the stop is asked; each started chunk is in the cache; the
+    book raises Interrupted exactly when chunks are missing; a second pass synthesises only them."""
+    rng = random.Random(11)
+    options = SynthesisOptions(model=StoppingSynth.model)
+    for iteration in range(150):
+        monkeypatch.setattr(interrupts, "_stop", threading.Event())
+        chunks = [body_chunk(n) for n in range(rng.randint(1, 24))]
+        cache = ChunkCache(tmp_path / f"cache-{iteration}")
+        synth = StoppingSynth(rng, rng.randint(1, len(chunks) + 1))
+        speaking = synthesise_chunks(chunks, synth, options, cache, RequestLimiter(rng.randint(1, 6)), Budget(None))
+        try:
+            audio, _stats = asyncio.run(speaking)
+        except interrupts.Interrupted:
+            audio = None
+        assert not [text for text, stopping in synth.started if stopping], iteration
+        started = {text for text, _ in synth.started}
+        cached = {c.spoken for c in chunks if cache.get(c.cache_key(options.digest()), c.spoken) is not None}
+        assert cached == started, iteration
+        assert (audio is None) == (len(started) < len(chunks)), iteration
+
+        monkeypatch.setattr(interrupts, "_stop", threading.Event())
+        again = StoppingSynth(rng, None)
+        audio, _stats = asyncio.run(synthesise_chunks(chunks, again, options, cache, RequestLimiter(4), Budget(None)))
+        assert len(audio) == len(chunks)
+        assert sorted(text for text, _ in again.started) == sorted({c.spoken for c in chunks} - started), iteration
