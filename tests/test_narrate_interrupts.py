@@ -14,6 +14,7 @@ Ctrl-C reaches it too); the other runs use the session's server, to keep the fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -186,13 +187,21 @@ class StoppingSynth(Synthesizer):
     model = "local/tone-test"
     max_input_chars = 2000
 
-    def __init__(self, rng: random.Random, stop_at: int | None) -> None:
-        self.rng, self.stop_at = rng, stop_at
+    def __init__(self, rng: random.Random, stop_at: int | None, *, gated: bool = False) -> None:
+        self.rng, self.stop_at, self.gated = rng, stop_at, gated
+        self.limiter: RequestLimiter | None = None
         self.started: list[tuple[str, bool]] = []
 
+    def use_limiter(self, limiter: RequestLimiter) -> bool:
+        """Gated like the OpenRouter engine (a slot per request, held by the engine) or not."""
+        self.limiter = limiter
+        return self.gated
+
     async def synthesise(self, text: str, options: SynthesisOptions) -> SpeechAudio:
-        self.started.append((text, interrupts.requested()))
-        await asyncio.sleep(self.rng.random() / 1000)
+        assert self.limiter is not None
+        async with self.limiter.slot() if self.gated else contextlib.nullcontext():
+            self.started.append((text, interrupts.requested()))  # the request goes out
+            await asyncio.sleep(self.rng.random() / 1000)
         if len(self.started) == self.stop_at:
             interrupts.request()
         return SpeechAudio(tone_pcm(text, ms_per_char=0.2), RATE)
@@ -207,15 +216,16 @@ def test_no_chunk_starts_after_a_stop_and_every_started_one_is_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Seeded loop of stop requests at random points of a book synthesised 1–6 chunks at a
-    time: no synthesis starts once the stop is asked; each started chunk is in the cache; the
-    book raises Interrupted exactly when chunks are missing; a second pass synthesises only them."""
+    time, by an engine that holds its own request slots or not: no synthesis starts once the
+    stop is asked; each started chunk is in the cache; the book raises Interrupted exactly
+    when chunks are missing; a second pass synthesises only those."""
     rng = random.Random(11)
     options = SynthesisOptions(model=StoppingSynth.model)
     for iteration in range(150):
         monkeypatch.setattr(interrupts, "_stop", threading.Event())
         chunks = [body_chunk(n) for n in range(rng.randint(1, 24))]
         cache = ChunkCache(tmp_path / f"cache-{iteration}")
-        synth = StoppingSynth(rng, rng.randint(1, len(chunks) + 1))
+        synth = StoppingSynth(rng, rng.randint(1, len(chunks) + 1), gated=rng.random() < 0.5)
         speaking = synthesise_chunks(chunks, synth, options, cache, RequestLimiter(rng.randint(1, 6)), Budget(None))
         try:
             audio, _stats = asyncio.run(speaking)

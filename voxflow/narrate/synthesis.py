@@ -153,6 +153,9 @@ async def synthesise_chunks(
             todo[key] = chunk
     stats.chunks, stats.cached = len(audio) + len(todo), len(audio)
     gated = synth.use_limiter(limiter)  # True: the engine holds a slot per request itself
+    # … then at most the limiter's size of chunks enter the engine: the others wait here,
+    # where a stop request still keeps them from starting
+    entering = asyncio.Semaphore(limiter.max_limit) if gated else contextlib.nullcontext()
     lock = threading.Lock()
 
     async def speak(text: str) -> SpeechAudio:
@@ -177,7 +180,8 @@ async def synthesise_chunks(
 
     async def one(key: str, chunk: TextChunk) -> None:
         try:
-            speech = await speak_or_split(chunk.spoken)
+            async with entering:
+                speech = await speak_or_split(chunk.spoken)
         except interrupts.Interrupted:
             return  # not started: its siblings in flight carry on and are cached
         meta = {
