@@ -85,7 +85,7 @@ def print_documents() -> Callable[[str, dict[str, Any]], None]:
             if not rows:  # the run was asked to stop before this book was written
                 console.print(f"- {data.get('document')}: interrupted, left for the next run")
                 return
-            head = rows[0] if rows else {}
+            head = rows[0]
             mark = {"done": "✓", "skipped": "·", "failed": "✗"}.get(head.get("status", ""), "?")
             detail = head.get("error_message") or f"{len(rows)} chapters"
             console.print(f"{mark} {data.get('document')}: {detail}")
