@@ -56,6 +56,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from voxflow import interrupts
 from voxflow.errors import (
     AuthError,
     BadResponse,
@@ -193,6 +194,22 @@ def _log_retry(retry_state: RetryCallState) -> None:
     log.warning("%s; retry %d in %.1f s", exc, retry_state.attempt_number, wait)
 
 
+def _stop_requested(_retry_state: RetryCallState) -> bool:
+    """Ctrl-C or SIGTERM (voxflow.interrupts): no further attempt is sent."""
+    return interrupts.requested()
+
+
+def _backoff_unless_stopped(sleep: Sleep) -> Sleep:
+    """``sleep``, then Interrupted if a stop came meanwhile (the next attempt is never sent)."""
+
+    async def backoff(seconds: float) -> None:
+        await sleep(seconds)
+        if interrupts.requested():
+            raise interrupts.Interrupted("stopped during a retry backoff; the request was not sent again")
+
+    return backoff
+
+
 def retry_policy(
     max_attempts: int,
     *,
@@ -200,12 +217,13 @@ def retry_policy(
     backoff_s: float = BACKOFF_S,
     max_backoff_s: float = MAX_BACKOFF_S,
 ) -> AsyncRetrying:
-    """The one retry policy for OpenRouter requests (copy it per call: it holds state)."""
+    """The one retry policy for OpenRouter requests (copy it per call: it holds state); a stop
+    request ends it: after a failed attempt, or at the end of the backoff it was sleeping."""
     return AsyncRetrying(
         retry=RETRY_ON,
         wait=wait_retry_after(wait_random_exponential(multiplier=backoff_s, max=max_backoff_s)),
-        stop=stop_after_attempt(max(1, max_attempts)),
-        sleep=sleep,
+        stop=stop_after_attempt(max(1, max_attempts)) | _stop_requested,
+        sleep=_backoff_unless_stopped(sleep),
         reraise=True,
         before_sleep=_log_retry,
     )
