@@ -23,6 +23,7 @@ from voxflow.cli.common import (
     check_out,
     check_source,
     console,
+    debug_on,
     guarded,
     notifier_for,
     out_console,
@@ -460,16 +461,29 @@ def serve(
 
 
 def _logging() -> None:
-    """voxflow's own log lines (retries, skipped work) to stderr; VOXFLOW_LOG_LEVEL sets the level."""
+    """voxflow's own log lines (retries, waits, skipped work) to stderr, each ONE line however
+    narrow the terminal ("warning: …", like the "error: …" lines); VOXFLOW_LOG_LEVEL sets the level."""
     import logging
-
-    from rich.logging import RichHandler
 
     logger = logging.getLogger("voxflow")
     if not logger.handlers:
-        logger.addHandler(RichHandler(console=console, show_path=False, markup=False))
+        handler = logging.StreamHandler()  # sys.stderr as guard_streams left it
+        handler.setFormatter(_OneLine())
+        logger.addHandler(handler)
         logger.setLevel(os.environ.get("VOXFLOW_LOG_LEVEL", "WARNING").upper())
         logger.propagate = False
+
+
+class _OneLine:
+    """``level: message`` on one line (a traceback follows only with --debug)."""
+
+    def format(self, record: Any) -> str:
+        line = " ".join(f"{record.levelname.lower()}: {record.getMessage()}".split("\n"))
+        if record.exc_info and debug_on():
+            import traceback
+
+            return line + "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return line
 
 
 def main() -> None:
