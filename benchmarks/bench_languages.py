@@ -56,7 +56,7 @@ def voxflow_transcript(model: str, samples):
 def bare_segments(model: str, samples) -> tuple[list, str]:
     from faster_whisper import WhisperModel
 
-    from voxflow.engines.local import resolve_stt_model
+    from voxflow.engines.whisper import resolve_stt_model
 
     whisper = bare_model(model, WhisperModel, resolve_stt_model)
     segments, info = whisper.transcribe(samples, vad_filter=True, beam_size=5)

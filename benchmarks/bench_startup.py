@@ -29,7 +29,7 @@ SAMPLES = ROOT / "sample_data" / "recordings"
 BARE = """
 import sys
 from faster_whisper import WhisperModel
-from voxflow.engines.local import resolve_stt_model
+from voxflow.engines.whisper import resolve_stt_model
 model = WhisperModel(resolve_stt_model("local/tiny.en"), device="cpu", compute_type="int8")
 for path in sys.argv[1:]:
     segments, _ = model.transcribe(path, language="en", vad_filter=True, word_timestamps=True, beam_size=5)

@@ -55,19 +55,7 @@ def _ffmpeg(*args: str) -> None:
 
 
 # The real CLI; a thin wrapper only logs the length of every array faster-whisper transcribes.
-CLI_WITH_ENGINE_LOG = """
-import os, sys
-import faster_whisper
-_original = faster_whisper.WhisperModel.transcribe
-def _logged(self, audio, *args, **kwargs):
-    with open(os.environ["ENGINE_INPUT_LOG"], "a") as log:
-        log.write(f"{len(audio) / 16000:.3f}\\n")
-    return _original(self, audio, *args, **kwargs)
-faster_whisper.WhisperModel.transcribe = _logged
-from voxflow.cli import main
-sys.argv = ["voxflow", *sys.argv[1:]]
-main()
-"""
+CLI_WITH_ENGINE_LOG = Path(__file__).with_name("cli_with_engine_log.py")
 
 
 @dataclass
@@ -83,7 +71,7 @@ def run_cli(source: Path, out: Path, env: dict[str, str], watch: Callable[[int],
     once it has started (the benchmark samples its process tree)."""
     log = out.parent / f"{out.name}.engine-inputs"
     log.unlink(missing_ok=True)
-    cmd = [sys.executable, "-c", CLI_WITH_ENGINE_LOG, "transcribe", str(source), "--out", str(out)]
+    cmd = [sys.executable, str(CLI_WITH_ENGINE_LOG), "transcribe", str(source), "--out", str(out)]
     proc = subprocess.Popen(
         cmd,
         cwd=SAMPLES.parent.parent,

@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from voxflow.engines.local import LocalSynthesizer, LocalTranscriber
+from voxflow.engines.local import LocalSynthesizer
+from voxflow.engines.whisper import Whisper
 
 
 class SlowModel:
@@ -52,8 +53,8 @@ def test_a_local_model_is_loaded_once_when_eight_threads_ask_at_once(
         SlowModel.built = 0
         if kind == "transcriber":
             monkeypatch.setitem(sys.modules, "faster_whisper", types.SimpleNamespace(WhisperModel=SlowModel))
-            monkeypatch.setattr("voxflow.engines.local.resolve_stt_model", lambda model: "fake")
-            engine = LocalTranscriber("local/tiny.en")
+            monkeypatch.setattr("voxflow.engines.whisper.resolve_stt_model", lambda model: "fake")
+            engine = Whisper("local/tiny.en")
         else:
             monkeypatch.setitem(sys.modules, "piper", types.SimpleNamespace(PiperVoice=SlowModel))
             monkeypatch.setattr("voxflow.engines.local.resolve_voice", lambda model: ("a.onnx", "a.json"))

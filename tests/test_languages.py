@@ -27,7 +27,7 @@ from tests.conftest import ROOT, SAMPLES
 from voxflow.models import Segment, Transcript
 from voxflow.transcribe.chunks import stitch, transcript_from_dict
 
-JOIN = "from voxflow.engines.local import resolve_stt_model; print(resolve_stt_model('local/base'))"
+JOIN = "from voxflow.engines.whisper import resolve_stt_model; print(resolve_stt_model('local/base'))"
 HALF_S = 30  # multilingual.mp3: English for its first 30 s, German after
 
 

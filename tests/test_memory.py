@@ -17,6 +17,7 @@ from tests.realspeech import CliOutcome, make_recording, run_cli, word_error_rat
 LONGEST_ENGINE_INPUT_S = 30.0  # Whisper's own window: no piece the engine sees is longer
 GROWTH_LIMIT = 1.25  # peak RSS of a 5-minute run ÷ that of a 1-minute run
 MAX_WER = 0.05  # the clips alone transcribe at WER 0.00–0.01 with tiny.en
+PROCESS_LIMIT_MB = 500  # no process of a run peaks higher (issue 11)
 
 
 def _transcribe(tmp: Path, minutes: float) -> tuple[CliOutcome, str, Path]:
@@ -49,6 +50,14 @@ def test_engine_never_sees_more_than_30_seconds(short_and_long: dict) -> None:
 def test_peak_memory_does_not_grow_with_length(short_and_long: dict) -> None:
     short, long = short_and_long["1 min"][0], short_and_long["5 min"][0]
     assert long.maxrss_mb <= GROWTH_LIMIT * short.maxrss_mb, (short.maxrss_mb, long.maxrss_mb)
+
+
+@pytest.mark.timeout(900)
+def test_no_process_of_the_run_peaks_over_500_mb(short_and_long: dict) -> None:
+    """wait4's ru_maxrss of the CLI is the largest peak of the CLI and every descendant it
+    waited for: the engine process, ffmpeg, Prefect's temporary server."""
+    for label, (outcome, _, _) in short_and_long.items():
+        assert outcome.maxrss_mb <= PROCESS_LIMIT_MB, (label, outcome.maxrss_mb)
 
 
 @pytest.mark.timeout(900)

