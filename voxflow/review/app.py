@@ -53,6 +53,12 @@ select * exclude (rn) from (
     from read_parquet(?, union_by_name = true)) where rn = 1
 """
 
+# the file of a recording_id that search holds (its latest done row, see search._LIVE): a link by id alone opens it
+_SEARCHED = """
+select arg_max(rel_path, (finished_at, run_id)) from read_parquet(?, union_by_name = true)
+where recording_id = ? and status = 'done'
+"""
+
 
 class Catalog:
     """DuckDB queries over the Parquet catalog of ``root`` (read-only, thread-safe)."""
@@ -102,14 +108,15 @@ class Catalog:
         return {k: sorted({r[k] for r in rows if r[k]}) for k in ("status", "language")}
 
     def recording(self, recording_id: str, rel_path: str | None) -> dict[str, Any] | None:
-        """The latest and latest done rows of file ``rel_path`` (None: the first file) of ``recording_id``."""
+        """The latest and latest done rows of file ``rel_path`` of ``recording_id`` (None: the file search
+        holds for that id, else the first)."""
         glob = self._glob("transcripts")
         if glob is None:
             return None
         rows = self.query(
             f"select * from ({_LATEST}) where recording_id = ? and (rel_path = ? or ? is null) "
-            "order by rel_path limit 1",
-            [glob, recording_id, rel_path, rel_path],
+            f"order by rel_path = ({_SEARCHED}) desc nulls last, rel_path limit 1",
+            [glob, recording_id, rel_path, rel_path, glob, recording_id],
         )
         if not rows:
             return None
