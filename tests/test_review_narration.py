@@ -119,6 +119,8 @@ def test_list_shows_each_book_with_its_chapters_duration_and_failures(narrated: 
     mp3s = chapter_files(narrated, ".mp3")
     assert len(mp3s) == 2
     assert (book["author"], book["language"], book["chapters"], book["status"]) == ("Ada Example", "en", "2", "done")
+    parts = f"read_parquet('{narrated.out}/catalog/narrations/*.parquet')"
+    assert duckdb.sql(f"select distinct language from {parts} where rel_path = 'tiny.md'").fetchall() == [("en",)]
     minutes, seconds = book["duration"].split(":")
     assert abs(int(minutes) * 60 + int(seconds) - sum(ffprobe_seconds(p) for p in mp3s)) <= 2
     assert book["ACX"] == "pass"
@@ -209,6 +211,29 @@ def test_a_catalog_row_naming_files_outside_the_tree_links_nothing(narrated: Nar
         assert "The Tiny Test Book" in httpx.get(f"{base}/narrations").text  # the real book is still listed
     finally:
         stop(proc)
+
+
+def test_a_book_whose_latest_run_failed_keeps_its_chapters(narrated: Narrated) -> None:
+    """A later run failed on the book (its files are still there): the list says failed, with the reason,
+    and the page still plays the chapters of the run that narrated it."""
+    part = narrated.out / "catalog" / "narrations" / "part-zz-later.parquet"
+    duckdb.execute(
+        "copy (select 'tiny.md' as rel_path, 'failed' as status, null::int as chapter_index, "
+        "'AudioError' as error_kind, "
+        f"'tiny.md: the voice broke' as error_message, 'r-later' as run_id, now() + interval 1 hour as finished_at) "
+        f"to '{part}' (format parquet)"
+    )
+    proc, base = start_server(narrated.out)
+    try:
+        listing = lxml.html.fromstring(httpx.get(f"{base}/narrations").text)
+        [row] = [r for r in listing.xpath("//tbody/tr[@class='book']") if "tiny.md" in r.text_content()]
+        assert "failed" in [td.text_content() for td in row.xpath("td")]
+        assert "the voice broke" in listing.xpath("string(//tbody)")
+        page = lxml.html.fromstring(httpx.get(f"{base}/narration", params={"book": "tiny.md"}).text)
+        assert len(page.xpath("//audio")) == 2 and "the voice broke" in page.text_content()
+    finally:
+        stop(proc)
+        part.unlink()  # the module's OUT as it was
 
 
 @pytest.mark.parametrize(
