@@ -10,6 +10,9 @@ Safe by default:
 - with a token every request must carry it (``?token=`` once, then a cookie; or the
   ``Authorization: Bearer`` header); without one it listens on loopback only and answers only
   requests addressed to a loopback name (no DNS rebinding).
+
+The narration pages are in :mod:`voxflow.review.narration`; the output tree's safe paths in
+:mod:`voxflow.review.files`.
 """
 
 from __future__ import annotations
