@@ -47,7 +47,7 @@ COOKIE = "voxflow_token"
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 SortKey = Literal["rel_path", "status", "language", "duration_s", "finished_at", "cost_usd"]
 SORTS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
-MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8"}
+MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8", ".m4b": "audio/mp4"}
 
 # the latest row of each file: identical files share a recording_id but each has its own rows
 _LATEST = """
