@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import lxml.html
@@ -91,9 +91,11 @@ def test_search_over_http_links_to_the_moment(archive: Archive, server: str) -> 
     assert found[0]["rel_path"] == "beckett.wav"
     assert 0 <= found[0]["start_ms"] < duration_ms(archive.src / "beckett.wav")
     page = httpx.get(f"{server}/search", params={"q": '"ask what you can do"'}).text
-    first_link = page.split('class="hit"><a href="', 1)[1].split('"', 1)[0]
-    recording_id, t = first_link.removeprefix("/recording/").split("?t=")
-    assert recording_id == archive.ids["jfk.flac"] and 3 < float(t) < duration_ms(archive.src / "jfk.flac") / 1000
+    first_link = links(page, "//li[@class='hit']/a")[0][0]
+    url = urlsplit(first_link)
+    recording_id, query = url.path.removeprefix("/recording/"), dict(parse_qsl(url.query))
+    assert recording_id == archive.ids["jfk.flac"] and query["file"] == "jfk.flac"
+    assert 3 < float(query["t"]) < duration_ms(archive.src / "jfk.flac") / 1000
     assert httpx.get(server + first_link).status_code == 200
 
 
@@ -265,8 +267,8 @@ def test_in_a_browser(archive: Archive, server: str) -> None:
         hit = page.locator(".hit a").first
         assert "jfk.flac" in hit.inner_text()
         hit.click()
-        page.wait_for_url(f"**/recording/{archive.ids['jfk.flac']}?t=*")
-        t = float(page.url.split("?t=")[1])
+        page.wait_for_url(f"**/recording/{archive.ids['jfk.flac']}?file=jfk.flac&t=*")
+        t = float(dict(parse_qsl(urlsplit(page.url).query))["t"])
         assert t > 1
         page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {t}) < 0.5")
         assert errors == [], errors
@@ -443,3 +445,45 @@ def test_escaped_names_never_reach_outside_the_output_tree(odd_archive: Archive,
     assert raw_get(odd_server, f"/file/../src/{escaped}")[0] == 404
     assert raw_get(odd_server, "/file/" + quote("caf\\xe9.en.vtt"))[0] == 200
     assert raw_get(odd_server, f"/file/catalog/{escaped}")[0] == 404
+
+
+# a phrase spoken in each clip of the odd archive → the files holding that clip (identical files share an id)
+ODD_PHRASES = {'"the air is pure"': (b"one.wav", b"two.wav"), '"small dog"': (b"caf\xe9.wav",),
+               '"ask not"': (b"odd\nname #?%<\"'&\t%2e.flac",)}  # fmt: skip
+
+
+def landing(server: str, href: str) -> tuple[str, float, bytes]:
+    """The page a link opens: its title, where its player starts (s), the bytes the player loads."""
+    page = httpx.get(server + href)
+    assert page.status_code == 200, href
+    tree = lxml.html.fromstring(page.text)
+    [title] = tree.xpath("//h1/text()")
+    [player] = tree.xpath("//audio|//video")
+    return title, float(player.get("data-start")), httpx.get(server + player.get("src")).content
+
+
+@pytest.mark.parametrize("query", sorted(ODD_PHRASES))
+def test_every_search_hit_lands_on_its_file_at_its_moment(odd_archive: Archive, odd_server: str, query: str) -> None:
+    """A hit names a file (one of two identical files too): its link opens that file's page, starting at the hit."""
+    found = httpx.get(f"{odd_server}/search", params={"q": query, "format": "json"}).json()
+    names = {n.decode("utf-8", "backslashreplace"): n for n in ODD_NAMES}  # as voxflow prints them
+    assert found and names[found[0]["rel_path"]] in ODD_PHRASES[query], found
+    page = httpx.get(f"{odd_server}/search", params={"q": query}).text
+    hits = links(page, "//li[@class='hit']/a")
+    assert len(hits) == len(found)
+    for (href, text), hit in zip(hits, found, strict=True):  # the same hits, in the same order
+        assert ENCODED.fullmatch(href), href
+        shown = text.rsplit(" ", 1)[0]
+        assert shown == hit["rel_path"]
+        title, start, media = landing(odd_server, href)
+        assert title == shown, (href, title)
+        assert abs(start - hit["start_ms"] / 1000) < 0.01
+        assert media == read(os.path.join(os.fsencode(odd_archive.src), names[shown]))
+
+
+def test_a_link_by_id_alone_opens_the_file_search_names(odd_archive: Archive, odd_server: str) -> None:
+    """``/recording/<id>?t=`` (a script building links from ``voxflow search --json``, an old bookmark) opens
+    the file the search index holds for that id, the one its hit names."""
+    [hit] = httpx.get(f"{odd_server}/search", params={"q": '"the air is pure"', "format": "json"}).json()[:1]
+    title, start, _ = landing(odd_server, f"/recording/{hit['recording_id']}?t={hit['start_ms'] / 1000}")
+    assert (title, start) == (hit["rel_path"], hit["start_ms"] / 1000)

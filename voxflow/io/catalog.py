@@ -564,6 +564,7 @@ NARRATION_EXTRA_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("rel_path_bytes", pa.binary()),  # the rel path's exact bytes
     ("book_title", pa.string()),
     ("author", pa.string()),
+    ("language", pa.string()),  # ISO-639-1 of the document (declared or detected); null: not told
     ("start_s", pa.float64()),  # where the chapter starts in output_uri
     ("n_chunks", pa.int32()),
     ("chunks_synthesised", pa.int32()),  # in this run; the rest came from the chunk cache

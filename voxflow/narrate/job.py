@@ -304,6 +304,7 @@ def _book_report(doc_uri: str, prepared: PreparedDocument, book: Audiobook, stat
         "source": doc_uri,
         "title": prepared.document.title,
         "author": prepared.document.author,
+        "language": prepared.document.language,
         "encoding": prepared.document.encoding,
         "chapters": [
             {"index": c.index, "title": c.title, "chars": c.n_chars, "chunks": len(c.chunks)} for c in prepared.chapters
@@ -363,6 +364,7 @@ def _done_rows(
                 "started_at": started,
                 "book_title": prepared.document.title,
                 "author": prepared.document.author,
+                "language": prepared.document.language,
                 "start_s": round(first[1].start_ms / 1000, 3) if first else None,
                 "n_chunks": len(chapter.chunks),
                 "chunks_synthesised": sum(1 for k in keys if k in stats.cost_by_key),
@@ -414,6 +416,7 @@ def failed_row(
         "started_at": started,
         "book_title": None,
         "author": None,
+        "language": None,
         "start_s": None,
         "n_chunks": 0,
         "chunks_synthesised": spent.synthesised,

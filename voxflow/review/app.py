@@ -10,6 +10,9 @@ Safe by default:
 - with a token every request must carry it (``?token=`` once, then a cookie; or the
   ``Authorization: Bearer`` header); without one it listens on loopback only and answers only
   requests addressed to a loopback name (no DNS rebinding).
+
+The narration pages are in :mod:`voxflow.review.narration`; the output tree's safe paths in
+:mod:`voxflow.review.files`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from voxflow.fsnames import printable_name
+from voxflow.review import narration
+from voxflow.review.files import out_rel, real_rel, servable
 from voxflow.review.search import SearchIndex, mmss
 
 PAGE_SIZE = 100
@@ -43,7 +47,7 @@ COOKIE = "voxflow_token"
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 SortKey = Literal["rel_path", "status", "language", "duration_s", "finished_at", "cost_usd"]
 SORTS: tuple[str, ...] = SortKey.__args__  # type: ignore[attr-defined]
-MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8"}
+MEDIA_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "text/plain; charset=utf-8", ".m4b": "audio/mp4"}
 
 # the latest row of each file: identical files share a recording_id but each has its own rows
 _LATEST = """
@@ -51,6 +55,12 @@ select * exclude (rn) from (
     select *, row_number() over (
         partition by recording_id, rel_path order by finished_at desc nulls last, run_id desc) rn
     from read_parquet(?, union_by_name = true)) where rn = 1
+"""
+
+# the file of a recording_id that search holds (its latest done row, see search._LIVE): a link by id alone opens it
+_SEARCHED = """
+select arg_max(rel_path, (finished_at, run_id)) from read_parquet(?, union_by_name = true)
+where recording_id = ? and status = 'done'
 """
 
 
@@ -62,7 +72,7 @@ class Catalog:
         self.db = duckdb.connect()
         self._lock = threading.Lock()
 
-    def _glob(self, table: str) -> str | None:
+    def table_glob(self, table: str) -> str | None:
         folder = self.root / "catalog" / table
         return str(folder / "*.parquet") if any(folder.glob("*.parquet")) else None
 
@@ -74,7 +84,7 @@ class Catalog:
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
     def recordings(self, status: str, language: str, sort: str, desc: bool, page: int) -> tuple[list[dict], int]:
-        glob = self._glob("transcripts")
+        glob = self.table_glob("transcripts")
         if glob is None:
             return [], 0
         where, params = ["true"], [glob]
@@ -95,21 +105,22 @@ class Catalog:
         return rows, total
 
     def facets(self) -> dict[str, list[str]]:
-        glob = self._glob("transcripts")
+        glob = self.table_glob("transcripts")
         if glob is None:
             return {"status": [], "language": []}
         rows = self.query(f"select distinct status, language from ({_LATEST})", [glob])
         return {k: sorted({r[k] for r in rows if r[k]}) for k in ("status", "language")}
 
     def recording(self, recording_id: str, rel_path: str | None) -> dict[str, Any] | None:
-        """The latest and latest done rows of file ``rel_path`` (None: the first file) of ``recording_id``."""
-        glob = self._glob("transcripts")
+        """The latest and latest done rows of file ``rel_path`` of ``recording_id`` (None: the file search
+        holds for that id, else the first)."""
+        glob = self.table_glob("transcripts")
         if glob is None:
             return None
         rows = self.query(
             f"select * from ({_LATEST}) where recording_id = ? and (rel_path = ? or ? is null) "
-            "order by rel_path limit 1",
-            [glob, recording_id, rel_path, rel_path],
+            f"order by rel_path = ({_SEARCHED}) desc nulls last, rel_path limit 1",
+            [glob, recording_id, rel_path, rel_path, glob, recording_id],
         )
         if not rows:
             return None
@@ -129,59 +140,6 @@ class Catalog:
             "where recording_id = ? and run_id = ? order by seq",
             [str(part), done["recording_id"], done["run_id"]],
         )
-
-
-def safe_file(root: Path, rel: str) -> Path | None:
-    """``root/rel`` when it is a regular file inside ``root`` reached without symlinks, ``..``,
-    absolute parts or hidden names; else None."""
-    parts = rel.split("/")
-    if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
-        return None
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        return None
-    base = root.resolve()
-    path = base.joinpath(*parts)
-    try:
-        if path.resolve(strict=True) != path or not path.is_file():
-            return None
-    except (OSError, RuntimeError):
-        return None
-    for parent in [path, *path.parents]:
-        if parent == base:
-            return path
-        if parent.is_symlink():
-            return None
-    return None
-
-
-def real_rel(root: Path, rel: str) -> str:
-    """``rel`` with each part written by :func:`printable_name` (``caf\\xe9.vtt``) replaced by the one
-    entry of its folder inside ``root`` that prints so; unchanged when there is none (or several)."""
-    if "\\" not in rel:
-        return rel
-    folder, parts = root, []
-    for part in rel.split("/"):
-        if part in ("", ".", "..") or part.startswith(".") or folder.is_symlink():
-            return rel  # safe_file refuses it: never list a folder outside root
-        if "\\" in part:
-            try:
-                names = [n for n in os.listdir(folder) if n != part and printable_name(n) == part]
-            except OSError:
-                return rel
-            if len(names) != 1:
-                return rel
-            part = names[0]
-        parts.append(part)
-        folder = folder / part
-    return "/".join(parts)
-
-
-def out_rel(root: Path, uri: str) -> str | None:
-    """The path of output ``uri`` relative to ``root``, if it lies inside it."""
-    try:
-        return Path(uri.removeprefix("file://")).resolve().relative_to(root.resolve()).as_posix()
-    except (ValueError, OSError):
-        return None
 
 
 class AnyPath(Convertor[str]):
@@ -285,8 +243,8 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         return FileResponse(path)
 
     def out_file(request: Request) -> Response:
-        path = safe_file(root, real_rel(root, request.path_params["path"]))
-        if path is None or path.relative_to(root).parts[0] == "catalog":
+        path = servable(root, real_rel(root, request.path_params["path"]))
+        if path is None:
             return PlainTextResponse("404: not found", status_code=404)
         return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower()))
 
@@ -297,6 +255,7 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         Route("/media/{recording_id}", media),
         Route("/file/{path:anypath}", out_file),
         Route("/search", search_page),
+        *narration.routes(root, catalog, render),
         Mount("/static", StaticFiles(packages=[("voxflow.review", "static")]), name="static"),
     ]
     # without a token only loopback names are answered: a rebound DNS name cannot reach the archive
