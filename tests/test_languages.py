@@ -261,6 +261,38 @@ def test_a_video_with_subtitles_in_the_asked_language_is_not_transcribed_unless_
     assert (out / "movie.en.srt").exists() and (lib / "movie.eng.srt").read_text() == USER_SUBTITLES
 
 
+def test_a_video_with_an_embedded_subtitle_stream_in_the_asked_language_is_not_transcribed(tmp_path: Path) -> None:
+    """A Matroska video carrying a subtitle stream tagged ``eng`` (and one tagged ``ger``):
+    ``--language en`` leaves it alone and names the stream; ``--language fr`` transcribes it;
+    ``--force`` does it. The streams are made by ffmpeg and read back by ffprobe."""
+    import json
+
+    from tests.conftest import ffmpeg
+
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    subs = tmp_path / "subs.srt"
+    subs.write_text(USER_SUBTITLES)
+    ffmpeg("-i", str(SAMPLES / "jfk video.mp4"), "-i", str(subs), "-i", str(subs), "-map", "0", "-map", "1",
+           "-map", "2", "-c", "copy", "-c:s", "srt", "-metadata:s:s:0", "language=ger",
+           "-metadata:s:s:1", "language=eng", str(lib / "movie.mkv"))  # fmt: skip
+    tags = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "s", "-show_entries", "stream_tags=language", "-of", "json",
+         str(lib / "movie.mkv")], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert [s["tags"]["language"] for s in json.loads(tags)["streams"]] == ["ger", "eng"]
+    args = ("transcribe", str(lib), "--out", str(out), "--formats", "srt", "--model", "local/tiny.en")
+    first = voxflow_cli(*args, "--language", "en")
+    assert first.returncode == 0, first.stderr
+    assert not list(out.glob("*.srt"))
+    assert "1 already have en subtitles" in first.stdout + first.stderr
+    manifest = json.loads(max((out / "runs").glob("*.json")).read_text())
+    assert manifest["already_subtitled"] == [{"file": "movie.mkv", "subtitles": "movie.mkv: subtitle stream 1 (eng)"}]
+    forced = voxflow_cli(*args, "--language", "en", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "movie.en.srt").exists()
+
+
 def two_track_video(folder: Path) -> Path:
     """A Matroska video with two audio tracks: 0 = spk1_snt1 tagged German and marked default,
     1 = jfk tagged English (the words differ, so the transcript tells which track was heard)."""

@@ -117,6 +117,24 @@ def _ffprobe_json(path: str) -> dict:
     return json.loads(proc.stdout or "{}")
 
 
+AUDIO_ONLY_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "opus", "aac", "wma", "aiff", "aif"})
+
+
+def subtitle_languages(path: str) -> list[str | None]:
+    """The language tag of each subtitle stream in a local media file, in stream order (ffprobe);
+    [] for audio-only formats or a file ffprobe cannot read."""
+    if path.rsplit(".", 1)[-1].lower() in AUDIO_ONLY_EXTENSIONS:
+        return []
+    cmd = [tool("ffprobe"), "-v", "error", "-select_streams", "s", "-show_entries", "stream_tags=language"]
+    try:
+        proc = subprocess.run([*cmd, "-of", "json", path], capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return []
+    if proc.returncode != 0:
+        return []
+    return [(s.get("tags") or {}).get("language") for s in json.loads(proc.stdout or "{}").get("streams", [])]
+
+
 def choose_audio_stream(streams: list[tuple[str | None, bool]], language: str | None) -> tuple[int, str]:
     """Which audio stream to transcribe, from each stream's (language tag, default flag): the
     first tagged ``language`` (ISO-639-1; files tag ``eng``, ``ger``, ``en`` …), else the one

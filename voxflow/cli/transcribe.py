@@ -124,8 +124,8 @@ def _say_subtitled(subtitled: list[Any], settings: Settings) -> None:
     if subtitled:
         wanted = ",".join(code for code in (settings.language, settings.translate_to) if code)
         console.print(
-            f"{len(subtitled)} already have {wanted} subtitles beside them, not transcribed (--force to do them; "
-            "runs/<run_id>.json lists them)",
+            f"{len(subtitled)} already have {wanted} subtitles beside or inside them, not transcribed "
+            "(--force to do them; runs/<run_id>.json lists them)",
             markup=False,
             highlight=False,
         )

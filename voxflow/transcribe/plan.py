@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from voxflow import media
 from voxflow.cluster import where_am_i
 from voxflow.engines.base import TranscribeOptions
 from voxflow.errors import (
@@ -20,7 +21,7 @@ from voxflow.io.catalog import CatalogIndex, DoneRecord
 from voxflow.io.hashes import HashCache
 from voxflow.io.outputs import OutputTree
 from voxflow.io.sources import Listing, ScanResult, Skipped, find_paths, scan
-from voxflow.io.storage import NAME_MAX, full_uri, resolve, under
+from voxflow.io.storage import NAME_MAX, full_uri, is_local, resolve, under
 from voxflow.known_failures import KnownFailure, KnownFailures
 from voxflow.models import (
     Recording,
@@ -220,11 +221,21 @@ def _subtitled(rec: Recording, plan: RunPlan, listing: Listing | None) -> str | 
     if settings.force or not wanted or listing is None:
         return None
     folder = resolve(rec.uri)[1].rsplit("/", 1)[0]
-    for code in sorted(_codes_of(wanted)):
+    codes = _codes_of(wanted)
+    for code in sorted(codes):
         for ext in SUBTITLE_EXTENSIONS:
             path = f"{folder}/{rec.stem}.{code}.{ext}"
             if path in listing.paths and plan.ledger.key(full_uri(listing.fs, path)) not in plan.ledger.claims:
                 return path
+    return _embedded_subtitles(rec, codes) if is_local(listing.fs) else None
+
+
+def _embedded_subtitles(rec: Recording, codes: set[str]) -> str | None:
+    """``<name>: subtitle stream N (<tag>)`` for the first subtitle stream inside ``rec`` tagged
+    with one of ``codes`` (local files only: a bucket's videos would be read to find out)."""
+    for number, tag in enumerate(media.subtitle_languages(resolve(rec.uri)[1])):
+        if tag and tag.lower() in codes:
+            return f"{rec.rel_path}: subtitle stream {number} ({tag})"
     return None
 
 
