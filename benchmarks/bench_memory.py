@@ -60,6 +60,10 @@ def _role(proc: psutil.Process, cli_pid: int) -> str:
         return Path(proc.cmdline()[0]).name
     if "prefect" in cmd or "uvicorn" in cmd:
         return "prefect server"
+    if "spawn_main" in cmd:
+        return "engine process (Whisper)"
+    if "resource_tracker" in cmd:
+        return "multiprocessing resource tracker"
     return Path(proc.cmdline()[0]).name if proc.cmdline() else "child"
 
 
