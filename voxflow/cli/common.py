@@ -217,6 +217,15 @@ def validate_model(settings: Settings, kind: str = "transcription", voice: str |
         )
 
 
+def validate_chat_model(settings: Settings, model: str) -> None:
+    """Check an OpenRouter chat model (``--translation-model``) against GET /models before a batch."""
+    import asyncio
+
+    from voxflow.engines.openrouter import validate_model
+
+    asyncio.run(validate_model(settings, model, "text"))
+
+
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on the
     server ``voxflow server start`` keeps, or a temporary one that dies with this process
