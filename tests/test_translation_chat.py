@@ -201,3 +201,39 @@ def test_cli_translates_and_checks_the_translation_model(api, tmp_path: Path) ->
     done = cli("transcribe", str(tmp_path / "in"), "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
     assert_translated(out / "rec0.en.srt", out / "rec0.fr.srt", "fr")
+
+
+def test_translation_cost_counts_against_the_budget(api, tmp_path: Path) -> None:
+    """Measured first without a budget (the emulator's bill), then with room for the
+    transcription and half the translation: the translation is not sent, the run aborts."""
+    handle = api(fast_text=True)
+    src = tmp_path / "in"
+    tones(src, 1, 6)
+    assert run_inline(plan_run(str(src), settings(tmp_path / "free", translate_to="fr"))).exit_code == 0
+    bill = handle.log()
+    transcription = sum(e["cost"] for e in bill if e["endpoint"] == "transcriptions")
+    translation = sum(e["cost"] for e in bill if e["endpoint"] == "chat")
+    assert transcription > 0 and translation > 0
+    handle.reset()
+    out = tmp_path / "out"
+    budget = transcription + translation / 2
+    summary = run_inline(plan_run(str(src), settings(out, translate_to="fr", budget_usd=budget)))
+    assert summary.exit_code == 3 and "BudgetExceeded" in (summary.aborted or "")
+    assert (out / "rec0.en.srt").exists() and not list(out.glob("rec0.fr.*"))
+    assert not [e for e in handle.log() if e["endpoint"] == "chat"]
+    assert json.loads(Path(summary.manifest).read_text())["cost_usd"] <= budget
+
+
+def test_chat_survives_5xx_drops_malformed_answers_and_timeouts(api, tmp_path: Path) -> None:
+    faults = "500:0.15,503:0.1,529:0.05,drop:0.1,malformed:0.1,slow:0.1"
+    handle = api(fast_text=True, chat_faults=faults, slow_ms=1500, retry_after=0.05, seed=3)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 3, 6)
+    options = settings(out, translate_to="fr,de", max_attempts=15, request_timeout_s=1.0)
+    summary = run_inline(plan_run(str(src), options))
+    assert summary.exit_code == 0, summary.failures
+    chat = [e for e in handle.log() if e["endpoint"] == "chat"]
+    assert {"slow", "drop", "malformed"} <= {e["fault"] for e in chat}, Counter(e["fault"] for e in chat)
+    for i in range(3):
+        for target in ("fr", "de"):
+            assert_translated(out / f"rec{i}.en.srt", out / f"rec{i}.{target}.srt", target)

@@ -153,6 +153,7 @@ class RecordingOutcome:
     left_alone: tuple[str, ...] = ()  # sidecar files voxflow did not write and did not replace
     checkpoints: str | None = None  # its chunk checkpoints: dropped once the catalog has the rows
     translations: tuple[dict[str, Any], ...] = ()  # ``translations`` rows of its chat translations
+    aborted: RunAbort | None = None  # a translation met a RunAbort after the recording was done
 
 
 def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
@@ -233,7 +234,7 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     )
     claims = tuple(c.row() for w in writes for c in w.claims)
     folder = str(stats.checkpoints.folder) if stats.checkpoints else None
-    return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows)
+    return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows, translated.aborted)
 
 
 def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> Translations:
@@ -245,7 +246,9 @@ def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, 
         rec, transcript, duration_ms, targets, ctx.translator, ctx.budget, ctx.ledger, ctx.settings, ctx.run_id,
         writer_name(ctx.settings),
     )  # fmt: skip
-    return translate_recording(job)
+    translated = translate_recording(job)
+    ctx.aborted = ctx.aborted or translated.aborted  # the recording is done; what comes after does not start
+    return translated
 
 
 def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:

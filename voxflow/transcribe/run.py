@@ -83,6 +83,7 @@ def record_outcome(ctx: RunContext, outcome: RecordingOutcome) -> RecordingResul
         return None
     ctx.catalog.add_rows("outputs", outcome.claims)
     _add_translations(ctx, outcome.translations)
+    ctx.aborted = ctx.aborted or outcome.aborted
     ctx.left_alone.extend(outcome.left_alone)
     clear = ChunkCheckpoints(Path(outcome.checkpoints)).clear if outcome.checkpoints else None
     return _record(ctx, outcome.result, clear)
@@ -116,6 +117,7 @@ def translate_missing(ctx: RunContext) -> None:
         ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])
         ctx.left_alone.extend(note for w in translated.writes for note in w.left_alone)
         _add_translations(ctx, translated.rows)
+        ctx.aborted = ctx.aborted or translated.aborted
 
 
 def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:

@@ -57,10 +57,7 @@ class Translations:
     writes: tuple[SidecarWrites, ...] = ()
     warnings: tuple[str, ...] = ()
     cost_usd: float = 0.0
-
-    @property
-    def failed(self) -> tuple[dict[str, Any], ...]:
-        return tuple(r for r in self.rows if r["status"] == "failed")
+    aborted: RunAbort | None = None  # key, credit or budget: the run stops starting work
 
 
 @dataclass(frozen=True)
@@ -92,14 +89,23 @@ async def _translate_and_close(job: TranslationJob) -> Translations:
         cues = shape_cues(job.transcript.segments, job.duration_ms)  # what write_sidecars wrote
         if not cues:
             return Translations()
-        done = await asyncio.gather(*(_one_language(job, cues, target) for target in job.targets))
+        answers = await asyncio.gather(*(_one_language(job, cues, t) for t in job.targets), return_exceptions=True)
     finally:
         await job.chat.aclose()
+    aborted = next((a for a in answers if isinstance(a, RunAbort)), None)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, RunAbort):
+            raise answer
+    done = [
+        _stopped(job, len(cues), t, a) if isinstance(a, RunAbort) else a
+        for a, t in zip(answers, job.targets, strict=True)
+    ]
     return Translations(
         rows=tuple(row for row, _ in done),
         writes=tuple(w for _, w in done if w is not None),
         warnings=tuple(_warning(job.rec, row) for row, _ in done if row["status"] == "failed"),
         cost_usd=sum(row["cost_usd"] for row, _ in done),
+        aborted=aborted,
     )
 
 
@@ -124,6 +130,14 @@ async def _one_language(
     except (EngineError, OutputError) as exc:
         return row(0.0, "failed", f"translation to {target}: {exc}"), None
     return row(translated.cost_usd, "done", None, next(iter(writes.written), None), writes.written), writes
+
+
+def _stopped(job: TranslationJob, n_cues: int, target: str, abort: RunAbort) -> tuple[dict[str, Any], None]:
+    """The failed row of a language whose translation a RunAbort stopped."""
+    source = language_code(job.transcript.language)
+    return _row(
+        job.rec, job.settings, job.run_id, target, source, n_cues, 0.0, "failed", f"translation to {target}: {abort}"
+    ), None
 
 
 def translated_doc(
