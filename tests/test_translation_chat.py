@@ -17,6 +17,8 @@ import duckdb
 import pytest
 import srt
 import webvtt
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT, ffmpeg
 from voxflow.settings import load_settings
@@ -237,3 +239,49 @@ def test_chat_survives_5xx_drops_malformed_answers_and_timeouts(api, tmp_path: P
     for i in range(3):
         for target in ("fr", "de"):
             assert_translated(out / f"rec{i}.en.srt", out / f"rec{i}.{target}.srt", target)
+
+
+def test_a_small_context_model_gets_the_cues_in_batches_numbered_apart(api, tmp_path: Path) -> None:
+    from voxflow.testing.emulator import ChatModel
+
+    handle = api(fast_text=True, chat_models=(ChatModel("acme/small", "Small", context_length=600),))
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 1, 40)
+    summary = run_inline(plan_run(str(src), settings(out, translate_to="fr", translation_model="acme/small")))
+    assert summary.exit_code == 0, summary.failures
+    chat = [e for e in handle.log() if e["endpoint"] == "chat"]
+    assert len(chat) >= 2 and all(e["status"] == 200 for e in chat), [(e["status"], e["lines"]) for e in chat]
+    assert sum(e["lines"] for e in chat) == len(srt_cues(out / "rec0.en.srt"))
+    assert_translated(out / "rec0.en.srt", out / "rec0.fr.srt", "fr")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "1. un\n2. deux",  # lost a line
+        "1. un deux\n2. trois",  # two merged (and so one lost)
+        "1. un\n2. deux\n3. trois\n4. quatre",  # added a line
+        "1. un\n3. deux\n2. trois",  # out of order
+        "1. un\n2.\n3. trois",  # an empty line
+        "Voici:\n1. un\n2. deux\n3. trois",  # a preface
+    ],
+)
+def test_an_answer_without_exactly_the_numbered_lines_sent_is_refused(answer: str) -> None:
+    from voxflow.errors import LinesMismatch
+    from voxflow.translation import parse_numbered
+
+    assert parse_numbered("1. un\n\n2.  deux\n3. trois\n", 3) == ["un", "deux", "trois"]
+    with pytest.raises(LinesMismatch):
+        parse_numbered(answer, 3)
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=300), max_size=200),
+    st.integers(min_value=64, max_value=200_000),
+)
+def test_batches_cover_every_line_once_in_order(lines: list[str], context: int) -> None:
+    from voxflow.translation import MAX_LINES_PER_BATCH, batches
+
+    ranges = batches(lines, context)
+    assert [i for r in ranges for i in r] == list(range(len(lines)))
+    assert all(0 < len(r) <= MAX_LINES_PER_BATCH for r in ranges)

@@ -117,6 +117,9 @@ def _transcribe_locked(
             validate_model(settings)
             if not settings.quiet:  # refusals come first: this line only when work starts
                 say_engine(settings.transcription_model, settings.openrouter.has_key)
+                if settings.chat_targets:
+                    targets = ", ".join(settings.chat_targets)
+                    console.print(f"translation: OpenRouter [bold]{settings.translation_model}[/] → {targets}")
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
