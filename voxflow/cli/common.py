@@ -218,12 +218,16 @@ def validate_model(settings: Settings, kind: str = "transcription", voice: str |
 
 
 def validate_chat_model(settings: Settings, model: str) -> None:
-    """Check an OpenRouter chat model (``--translation-model``) against GET /models before a batch."""
+    """Check ``--translation-model`` (an OpenRouter chat model) against GET /models before a batch."""
     import asyncio
 
     from voxflow.engines.openrouter import validate_model
+    from voxflow.errors import UnknownModel
 
-    asyncio.run(validate_model(settings, model, "text"))
+    try:
+        asyncio.run(validate_model(settings, model, "text"))
+    except UnknownModel as exc:
+        raise UnknownModel(f"--translation-model (VOXFLOW_TRANSLATION_MODEL): {exc}") from None
 
 
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
