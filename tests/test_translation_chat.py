@@ -287,3 +287,17 @@ def test_batches_cover_every_line_once_in_order(lines: list[str], context: int) 
     ranges = batches(lines, context)
     assert [i for r in ranges for i in r] == list(range(len(lines)))
     assert all(0 < len(r) <= MAX_LINES_PER_BATCH for r in ranges)
+
+
+def test_a_file_with_the_same_content_as_another_gets_its_translations_too(api, tmp_path: Path) -> None:
+    api(fast_text=True)
+    src, out = tmp_path / "in", tmp_path / "out"
+    (first,) = tones(src, 1, 6)
+    (src / "copy.flac").write_bytes(first.read_bytes())
+    summary = run_inline(plan_run(str(src), settings(out, translate_to="fr")))
+    assert summary.exit_code == 0 and summary.done == 2, summary.failures
+    for stem in ("rec0", "copy"):
+        assert_translated(out / f"{stem}.en.srt", out / f"{stem}.fr.srt", "fr")
+    assert sorted(Path(r["path"]).name for r in catalog(out, "translations")) == ["copy.fr.srt", "rec0.fr.srt"]
+    again = run_inline(plan_run(str(src), settings(out, translate_to="fr")))
+    assert again.exit_code == 0 and again.translated == 0 and len(catalog(out, "translations")) == 2

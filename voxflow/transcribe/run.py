@@ -42,7 +42,14 @@ from voxflow.transcribe.job import (
 )
 from voxflow.transcribe.outputs import SidecarWrites
 from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
-from voxflow.transcribe.translations import TranslationJob, failed_rows, translate_recording, translation_failures
+from voxflow.transcribe.translations import (
+    TranslationJob,
+    Translations,
+    failed_rows,
+    targets_for,
+    translate_recording,
+    translation_failures,
+)
 
 
 @dataclass
@@ -97,27 +104,34 @@ def _add_translations(ctx: RunContext, rows: Sequence[dict[str, Any]]) -> None:
 def translate_missing(ctx: RunContext) -> None:
     """The chat translations the plan found missing for recordings already done: each made
     from the transcript in the catalog (no audio, no transcription), in the planning process."""
-    res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
     for rec, done, targets in ctx.plan.translate:
-        if ctx.aborted or interrupts.requested() or res.translator is None:
+        if ctx.aborted or interrupts.requested():
             return
         try:
             transcript = load_transcript(ctx.out, done)
-            job = TranslationJob(
-                rec, transcript, round(done.duration_s * 1000), targets, res.translator, res.budget, ctx.plan.ledger,
-                ctx.settings, ctx.run_id, writer_name(ctx.settings),
-            )  # fmt: skip
-            translated = translate_recording(job)
-        except RunAbort as exc:
-            ctx.aborted = ctx.aborted or exc
-            return
         except VoxflowError as exc:  # e.g. the catalog lost its segments: the rerun after redoes them
             _add_translations(ctx, failed_rows(rec, done.language, targets, ctx.settings, ctx.run_id, str(exc)))
             continue
-        ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])
-        ctx.left_alone.extend(note for w in translated.writes for note in w.left_alone)
-        _add_translations(ctx, translated.rows)
-        ctx.aborted = ctx.aborted or translated.aborted
+        _translate_here(rec, transcript, round(done.duration_s * 1000), targets, ctx)
+
+
+def _translate_here(
+    rec: Recording, transcript: Transcript, duration_ms: int, targets: tuple[str, ...], ctx: RunContext
+) -> Translations:
+    """translate_recording in the planning process: rows, claims and notes go straight to the run."""
+    res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
+    if res.translator is None or not targets:
+        return Translations()
+    job = TranslationJob(
+        rec, transcript, duration_ms, targets, res.translator, res.budget, ctx.plan.ledger, ctx.settings,
+        ctx.run_id, writer_name(ctx.settings),
+    )  # fmt: skip
+    translated = translate_recording(job)
+    ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])
+    ctx.left_alone.extend(note for w in translated.writes for note in w.left_alone)
+    _add_translations(ctx, translated.rows)
+    ctx.aborted = ctx.aborted or translated.aborted
+    return translated
 
 
 def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:
@@ -191,15 +205,16 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
         writes = _write_here(twin, transcript, leader.duration_ms, ctx)
     except VoxflowError as exc:
         return _record(ctx, failed_result(twin, exc, ctx.plan.options_hash, leader.model, started))
+    translated = _translate_here(twin, transcript, leader.duration_ms, targets_for(ctx.settings, leader.language), ctx)
     note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
     twin_result = replace(
         leader,
         recording=twin,
-        outputs=tuple(writes.written),
-        warnings=(*leader.warnings, note, *writes.left_alone),
+        outputs=tuple(writes.written) + tuple(uri for w in translated.writes for uri in w.written),
+        warnings=(*leader.warnings, note, *writes.left_alone, *translated.warnings),
         n_chunks=0,
         attempts=0,
-        cost_usd=0.0,
+        cost_usd=translated.cost_usd,
         started_at=started,
         finished_at=time.time(),
         worker=where_am_i(),
