@@ -229,8 +229,9 @@ def test_translation_cost_counts_against_the_budget(api, tmp_path: Path) -> None
 
 
 def test_chat_survives_5xx_drops_malformed_answers_and_timeouts(api, tmp_path: Path) -> None:
+    # seed 9: the first 6 draws (at least 6 requests are sent) hold malformed, drop, 500, slow
     faults = "500:0.15,503:0.1,529:0.05,drop:0.1,malformed:0.1,slow:0.1"
-    handle = api(fast_text=True, chat_faults=faults, slow_ms=1500, retry_after=0.05, seed=3)
+    handle = api(fast_text=True, chat_faults=faults, slow_ms=1500, retry_after=0.05, seed=9)
     src, out = tmp_path / "in", tmp_path / "out"
     tones(src, 3, 6)
     options = settings(out, translate_to="fr,de", max_attempts=15, request_timeout_s=1.0)

@@ -43,9 +43,11 @@ from voxflow.transcribe.job import (
 from voxflow.transcribe.outputs import SidecarWrites
 from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
 from voxflow.transcribe.translations import (
+    CueTimes,
     TranslationJob,
     Translations,
     failed_rows,
+    original_cue_times,
     targets_for,
     translate_recording,
     translation_failures,
@@ -112,11 +114,17 @@ def translate_missing(ctx: RunContext) -> None:
         except VoxflowError as exc:  # e.g. the catalog lost its segments: the rerun after redoes them
             _add_translations(ctx, failed_rows(rec, done.language, targets, ctx.settings, ctx.run_id, str(exc)))
             continue
-        _translate_here(rec, transcript, round(done.duration_s * 1000), targets, ctx)
+        times = original_cue_times(rec, done.language, ctx.plan.ledger, ctx.settings)
+        _translate_here(rec, transcript, round(done.duration_s * 1000), targets, ctx, times)
 
 
 def _translate_here(
-    rec: Recording, transcript: Transcript, duration_ms: int, targets: tuple[str, ...], ctx: RunContext
+    rec: Recording,
+    transcript: Transcript,
+    duration_ms: int,
+    targets: tuple[str, ...],
+    ctx: RunContext,
+    original_times: CueTimes | None = None,
 ) -> Translations:
     """translate_recording in the planning process: rows, claims and notes go straight to the run."""
     res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
@@ -124,7 +132,7 @@ def _translate_here(
         return Translations()
     job = TranslationJob(
         rec, transcript, duration_ms, targets, res.translator, res.budget, ctx.plan.ledger, ctx.settings,
-        ctx.run_id, writer_name(ctx.settings),
+        ctx.run_id, writer_name(ctx.settings), original_times=original_times,
     )  # fmt: skip
     translated = translate_recording(job)
     ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])

@@ -22,7 +22,7 @@ from voxflow.errors import EngineError, LinesMismatch, OutputError, RunAbort
 from voxflow.fsnames import printable_name
 from voxflow.models import Cue, Recording, Segment, Transcript, language_code
 from voxflow.subtitles import SidecarDoc, shape_cues, wrap_lines
-from voxflow.transcribe.outputs import SidecarWrites, write_doc
+from voxflow.transcribe.outputs import SidecarWrites, sidecar_targets, write_doc
 from voxflow.translation import translate_lines
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from voxflow.settings import Settings
 
 TranslationStatus = Literal["done", "failed"]
+CueTimes = tuple[tuple[int, int], ...]  # (start_ms, end_ms) of each cue
 
 
 def chat_translator(settings: Settings, limiter: RequestLimiter) -> OpenRouterChat | None:
@@ -75,6 +76,7 @@ class TranslationJob:
     run_id: str
     writer: str
     extra: dict[str, Any] = field(default_factory=dict)
+    original_times: CueTimes | None = None  # the original sidecar's cue times, when read back
 
 
 def translate_recording(job: TranslationJob) -> Translations:
@@ -89,6 +91,11 @@ async def _translate_and_close(job: TranslationJob) -> Translations:
         cues = shape_cues(job.transcript.segments, job.duration_ms)  # what write_sidecars wrote
         if not cues:
             return Translations()
+        if job.original_times is not None and job.original_times != tuple((c.start_ms, c.end_ms) for c in cues):
+            why = "the original's subtitles no longer match the catalog's cues (--force transcribes it again)"
+            source = language_code(job.transcript.language)
+            rows = failed_rows(job.rec, source, job.targets, job.settings, job.run_id, why)
+            return Translations(rows=tuple(rows), warnings=tuple(_warning(job.rec, r) for r in rows))
         answers = await asyncio.gather(*(_one_language(job, cues, t) for t in job.targets), return_exceptions=True)
     finally:
         await job.chat.aclose()
@@ -169,6 +176,33 @@ def _check_cues(original: Sequence[Cue], translated: Sequence[Cue], target: str)
     pairs = [(a.start_ms, a.end_ms) for a in original] == [(b.start_ms, b.end_ms) for b in translated]
     if not pairs or any(not cue.text.strip() for cue in translated):
         raise LinesMismatch(f"translation to {target}: its cues do not pair with the original's {len(original)} cues")
+
+
+def original_cue_times(rec: Recording, language: str, ledger: OutputLedger, settings: Settings) -> CueTimes | None:
+    """The cue times of the recording's own SRT or VTT sidecar as voxflow wrote it, read back
+    with the ``srt`` / ``webvtt`` libraries (None when there is none to read)."""
+    import srt
+    import webvtt
+
+    for target in sidecar_targets(rec, language, ledger, settings):
+        if target.fmt not in ("srt", "vtt") or target.state != "mine":
+            continue
+        try:
+            text = bytes(target.tree.fs.cat_file(target.tree.path(target.rel))).decode("utf-8")
+            if target.fmt == "srt":
+                return tuple((_ms(c.start), _ms(c.end)) for c in srt.parse(text))
+            return tuple((_vtt_ms(c.start_time), _vtt_ms(c.end_time)) for c in webvtt.from_string(text))
+        except (OSError, ValueError, srt.SRTParseError, webvtt.errors.MalformedFileError):
+            continue
+    return None
+
+
+def _ms(delta: Any) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _vtt_ms(t: Any) -> int:
+    return ((t.hours * 60 + t.minutes) * 60 + t.seconds) * 1000 + t.milliseconds
 
 
 def _row(
