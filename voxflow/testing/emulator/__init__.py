@@ -1,4 +1,4 @@
-"""A local stand-in for OpenRouter's audio API, served over real HTTP on 127.0.0.1.
+"""A local stand-in for OpenRouter's audio API (and its chat completions), served over real HTTP on 127.0.0.1.
 
 No machine here reaches the real service, so tests, benchmarks and demos talk to this
 instead (``OPENROUTER_BASE_URL=http://127.0.0.1:PORT/api/v1``). It follows the reference
