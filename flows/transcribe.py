@@ -29,6 +29,7 @@ from voxflow.transcribe import (
     record_outcome,
     restore_recording,
     task_failed,
+    translate_missing,
 )
 
 
@@ -78,6 +79,7 @@ def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
                 runner.submit(transcribe_recording_task, {"rec": rec, "spec": ctx.spec}): rec for rec in plan.todo
             }
             results += [restore_recording(rec, done, ctx) for rec, done in plan.restore]
+            translate_missing(ctx)
             for future in as_completed(list(submitted)):
                 if (result := _result_of(submitted[future], future, ctx, logger)) is not None:
                     results.append(result)

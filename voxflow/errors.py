@@ -16,6 +16,7 @@ Every failure a user can meet is one of these; the tree tells what to catch::
     │   ├── PermanentEngineError  fail this item, never retry
     │   │   ├── RequestRejected   400, 403, 413 (status kept)
     │   │   └── BadResponse       2xx we cannot understand
+    │   │       └── LinesMismatch a translation that lost, merged or added lines
     │   └── RunAbort              stop the whole run at once               → exit 3
     │       ├── AuthError         401
     │       ├── OutOfCredits      402
@@ -125,6 +126,16 @@ class BadResponse(PermanentEngineError):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class LinesMismatch(BadResponse):
+    """A chat answer whose numbered lines are not the ones sent (lost, merged or added): its
+    translation would not match the original's cues, so it is never written. ``cost_usd``: what
+    the answers cost all the same."""
+
+    def __init__(self, message: str, cost_usd: float = 0.0) -> None:
+        super().__init__(message, transient=False)
+        self.cost_usd = cost_usd
 
 
 class RunAbort(EngineError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voxflow.errors import ConfigError
 
@@ -17,6 +17,7 @@ LOCAL_STT_DEFAULT = "local/auto"  # detect per window: English → tiny.en, othe
 LOCAL_TTS_DEFAULT = "local/en_US-joe-medium"
 OPENROUTER_STT_DEFAULT = "openai/whisper-large-v3"
 OPENROUTER_TTS_DEFAULT = "openai/gpt-4o-mini-tts-2025-12-15"
+OPENROUTER_CHAT_DEFAULT = "openai/gpt-4o-mini"  # translates subtitles into any --translate-to language
 SUBTITLE_FORMATS = ("srt", "vtt", "txt", "json")
 
 
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     model: str | None = None  # None: OpenRouter default with a key, else the local engine
     voice: str | None = None
     language: str | None = None  # ISO-639-1 code; None (or "auto") = detect
-    translate_to: str | None = None  # "en": also write an English translation of other languages
+    translate_to: Annotated[tuple[str, ...], NoDecode] = ()  # ISO-639-1 codes: also write a translation into each
+    translation_model: str = OPENROUTER_CHAT_DEFAULT  # OpenRouter chat model for --translate-to
     audio_language: str | None = None  # ISO-639-1: the audio track to transcribe in a file with several
     formats: tuple[str, ...] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)
@@ -95,12 +97,15 @@ class Settings(BaseSettings):
     def _check_audio_language(cls, value: str | None) -> str | None:
         return iso_639_1(value) if value and value.strip() else None
 
-    @field_validator("translate_to")
+    @field_validator("translate_to", mode="before")
     @classmethod
-    def _check_translate_to(cls, value: str | None) -> str | None:
-        if value is None or value.strip().lower() == "en":
-            return value and "en"
-        raise ValueError("must be en: Whisper translates into English only")
+    def _split_translate_to(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        codes = [iso_639_1(v) for v in value]  # type: ignore[union-attr]
+        return tuple(dict.fromkeys(codes))
 
     @field_validator("cluster")
     @classmethod
@@ -143,6 +148,17 @@ class Settings(BaseSettings):
         if self.model:
             return self.model
         return OPENROUTER_TTS_DEFAULT if self.openrouter.has_key else LOCAL_TTS_DEFAULT
+
+    @property
+    def offline_translation(self) -> bool:
+        """True when ``--translate-to en`` is made offline (Whisper's translate task on the
+        embedded multilingual model); every other target goes through OpenRouter chat."""
+        return "en" in self.translate_to and self.transcription_model.startswith("local/")
+
+    @property
+    def chat_targets(self) -> tuple[str, ...]:
+        """The --translate-to languages translated through OpenRouter chat, in the order given."""
+        return tuple(code for code in self.translate_to if code != "en" or not self.offline_translation)
 
     @property
     def recording_workers(self) -> int:

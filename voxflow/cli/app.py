@@ -118,7 +118,15 @@ def transcribe(
     notify_always: NotifyAlwaysOpt = False,
     translate_to: Annotated[
         str | None,
-        typer.Option(help="en: also write <stem>.en.* translated from other languages (offline models)."),
+        typer.Option(
+            help="Comma-separated ISO-639-1 codes (fr,de): also write <stem>.<code>.* translated, cue for cue. "
+            "en with a local/… model is offline (Whisper); every other language goes through OpenRouter chat "
+            "(needs OPENROUTER_API_KEY)."
+        ),
+    ] = None,
+    translation_model: Annotated[
+        str | None,
+        typer.Option(help=with_default("OpenRouter chat model for --translate-to.", "translation_model")),
     ] = None,
     audio_language: Annotated[
         str | None,
@@ -146,6 +154,7 @@ def transcribe(
         wait=wait or None,
         quiet=quiet or None,
         translate_to=translate_to,
+        translation_model=translation_model,
         audio_language=audio_language,
     )
     raise typer.Exit(run_transcribe(source, settings, notifier_for("transcribe", notify, notify_always)))

@@ -217,6 +217,19 @@ def validate_model(settings: Settings, kind: str = "transcription", voice: str |
         )
 
 
+def validate_chat_model(settings: Settings, model: str) -> None:
+    """Check ``--translation-model`` (an OpenRouter chat model) against GET /models before a batch."""
+    import asyncio
+
+    from voxflow.engines.openrouter import validate_model
+    from voxflow.errors import UnknownModel
+
+    try:
+        asyncio.run(validate_model(settings, model, "text"))
+    except UnknownModel as exc:
+        raise UnknownModel(f"--translation-model (VOXFLOW_TRANSLATION_MODEL): {exc}") from None
+
+
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on the
     server ``voxflow server start`` keeps, or a temporary one that dies with this process

@@ -21,6 +21,7 @@ from voxflow.cli.common import (
     run_bound,
     say_engine,
     say_stopping,
+    validate_chat_model,
     validate_model,
 )
 from voxflow.cli.progress import RunProgress, hms
@@ -32,10 +33,7 @@ from voxflow.settings import Settings
 def check_transcription(settings: Settings) -> None:
     """Refuse settings the transcription engine would ignore, before any work."""
     model = settings.transcription_model
-    if settings.translate_to and not model.startswith("local/"):
-        raise ConfigError(
-            f"--translate-to needs an offline model; {model} is not one (use --model local/auto or local/base)"
-        )
+    check_translation(settings)
     if not model.startswith("local/"):
         return  # OpenRouter models: checked against GET /models when there is work
     if settings.diarize:
@@ -47,6 +45,17 @@ def check_transcription(settings: Settings) -> None:
         raise ConfigError(
             f"--language {settings.language}: {model} understands English only; "
             "use a multilingual model (e.g. local/base) or leave --language out"
+        )
+
+
+def check_translation(settings: Settings) -> None:
+    """Languages translated through OpenRouter chat need a key: refuse them before any work."""
+    chat = settings.chat_targets
+    if chat and not settings.openrouter.has_key:
+        raise ConfigError(
+            f"--translate-to {','.join(chat)}: translation into these languages goes through OpenRouter chat and "
+            "needs OPENROUTER_API_KEY (offline translation is into English only, with a local/… model); "
+            "export the key, or leave them out"
         )
 
 
@@ -92,6 +101,7 @@ def _transcribe_locked(
         console.print(
             f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
             f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
+            + (f", {len(plan.translate)} to translate from the catalog" if plan.translate else "")
             + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
             + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
         )
@@ -99,12 +109,17 @@ def _transcribe_locked(
     _say_known_failures(plan.known_failures)
     _say_subtitled(plan.subtitled, settings)
     try:
+        if settings.chat_targets and (plan.has_work or plan.translate):
+            validate_chat_model(settings, settings.translation_model)
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
         else:
             validate_model(settings)
             if not settings.quiet:  # refusals come first: this line only when work starts
                 say_engine(settings.transcription_model, settings.openrouter.has_key)
+                if settings.chat_targets:
+                    targets = ", ".join(settings.chat_targets)
+                    console.print(f"translation: OpenRouter [bold]{settings.translation_model}[/] → {targets}")
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
@@ -122,7 +137,7 @@ def _transcribe_locked(
 def _say_subtitled(subtitled: list[Any], settings: Settings) -> None:
     """One line for recordings left alone because their subtitles are already there."""
     if subtitled:
-        wanted = ",".join(code for code in (settings.language, settings.translate_to) if code)
+        wanted = ",".join(code for code in (settings.language, *settings.translate_to) if code)
         console.print(
             f"{len(subtitled)} already have {wanted} subtitles beside or inside them, not transcribed "
             "(--force to do them; runs/<run_id>.json lists them)",
@@ -170,6 +185,14 @@ def _run_transcription_flow(source: str, settings: Settings, total: int, run_id:
             unsubscribe()
 
 
+def _translations_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary's translations line, when the run made or failed any."""
+    done, failed = summary.get("translated", 0), summary.get("translations_failed", 0)
+    if not (done or failed):
+        return []
+    return [("translations", f"{done} written" + (f", {failed} failed (no sidecars)" if failed else ""))]
+
+
 def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -> None:
     table = Table(title=f"run {summary['run_id']}", show_header=False)
     rows = [
@@ -179,6 +202,7 @@ def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) ->
         ("failed", summary["failed"]),
         ("waiting to settle", summary["unsettled"]),
         ("gone from source (rows kept)", summary.get("deleted", 0)),
+        *_translations_row(summary),
         ("audio", hms(summary["audio_s"])),
         ("cost", f"${summary['cost_usd']:.4f}"),
         ("wall time", f"{wall_s:.1f} s"),

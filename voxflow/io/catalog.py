@@ -39,7 +39,14 @@ from voxflow.io.outputs import OutputTree
 from voxflow.models import Quality, RecordingResult, Segment, Transcript, Word
 
 log = logging.getLogger("voxflow.io.catalog")
-COMMIT_ORDER = ("segments", "words", "narrations", "outputs", "transcripts")  # transcripts last: the commit marker
+COMMIT_ORDER = (
+    "segments",
+    "words",
+    "narrations",
+    "outputs",
+    "translations",
+    "transcripts",
+)  # transcripts last: the commit marker
 QUARANTINE = "catalog/_quarantine"
 # What reading a damaged part file raises (empty, garbage, truncated: ArrowInvalid; pages that
 # do not decompress: OSError). An OSError is blamed on the file only when its bytes read fine
@@ -592,5 +599,25 @@ SCHEMAS["outputs"] = pa.schema(
         ("sha256", pa.string()),  # of the bytes written
         ("run_id", pa.string()),
         ("written_at", _ts),
+    ]
+)
+
+# --- translations: one row per recording per --translate-to language made through chat -------
+SCHEMAS["translations"] = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("rel_path", pa.string()),
+        ("language", pa.string()),  # ISO-639-1 code translated into
+        ("translated_from", pa.string()),  # the recording's language
+        ("model", pa.string()),  # the OpenRouter chat model
+        ("n_cues", pa.int32()),  # cues in the original, and so in the translation
+        ("cost_usd", pa.float64()),
+        ("status", pa.string()),  # done | failed (no sidecars written)
+        ("error_message", pa.string()),
+        ("path", pa.string()),  # the first sidecar written (srt when asked for); null when failed
+        ("outputs", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+        ("finished_at", _ts),
     ]
 )

@@ -20,6 +20,7 @@ from voxflow.transcribe.run import (
     restore_recording,
     run_inline,
     task_failed,
+    translate_missing,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "run_inline",
     "task_failed",
     "transcribe_recording",
+    "translate_missing",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 from voxflow import interrupts, media, progress, scratch
 from voxflow.cluster import request_limiter, where_am_i
 from voxflow.engines.base import TranscribeOptions, Transcriber, get_transcriber, is_local
+from voxflow.engines.openrouter.chat import OpenRouterChat
 from voxflow.errors import (
     NotStarted,
     RunAbort,
@@ -43,6 +44,13 @@ from voxflow.transcribe.chunks import (
 )
 from voxflow.transcribe.outputs import SidecarWrites, write_sidecars
 from voxflow.transcribe.plan import failed_result, transcribe_options, writer_name
+from voxflow.transcribe.translations import (
+    TranslationJob,
+    Translations,
+    chat_translator,
+    targets_for,
+    translate_recording,
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class RunResources(OfRun):
     budget: Budget
     ledger: OutputLedger
     scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
+    translator: OpenRouterChat | None = None  # --translate-to through OpenRouter chat
     aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
 
     @property
@@ -103,6 +112,8 @@ def resources_for(spec: RunSpec) -> RunResources:
 
 def prepared(res: RunResources) -> RunResources:
     asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
+    if res.translator is not None:
+        asyncio.run(res.translator.prepare())
     return res
 
 
@@ -112,7 +123,8 @@ def build_resources(
     settings = spec.settings
     engine = engine or get_transcriber(settings)
     remote = not is_local(settings.transcription_model)
-    engine.use_limiter(request_limiter(settings.concurrency, spec.run_id, remote=remote))
+    limiter = request_limiter(settings.concurrency, spec.run_id, remote=remote or bool(settings.chat_targets))
+    engine.use_limiter(limiter)
     out = OutputTree(settings.out)
     return RunResources(
         spec=spec,
@@ -122,6 +134,7 @@ def build_resources(
         chunk_slots=RequestLimiter(chunks_read_ahead(engine, settings)),
         budget=Budget(settings.budget_usd),
         ledger=ledger or OutputLedger.load(out, CatalogIndex.load(out), writer_name(settings)),
+        translator=chat_translator(settings, limiter),
     )
 
 
@@ -139,6 +152,8 @@ class RecordingOutcome:
     claims: tuple[dict[str, Any], ...] = ()  # ``outputs`` rows of the sidecars it wrote
     left_alone: tuple[str, ...] = ()  # sidecar files voxflow did not write and did not replace
     checkpoints: str | None = None  # its chunk checkpoints: dropped once the catalog has the rows
+    translations: tuple[dict[str, Any], ...] = ()  # ``translations`` rows of its chat translations
+    aborted: RunAbort | None = None  # a translation met a RunAbort after the recording was done
 
 
 def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
@@ -190,6 +205,8 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     writes = [write_outputs(rec, transcript, playable_ms, ctx.ledger, ctx.spec)]
     if translation is not None:
         writes.append(write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
+    translated = chat_translations(rec, transcript, playable_ms, ctx)
+    writes += translated.writes
     left_alone = [note for w in writes for note in w.left_alone]
     outputs = [uri for w in writes for uri in w.written]
     result = RecordingResult(
@@ -205,11 +222,11 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
         segments=transcript.segments,
         n_chunks=stats.chunks,
         attempts=stats.requests,
-        cost_usd=transcript.cost_usd,
+        cost_usd=transcript.cost_usd + translated.cost_usd,
         started_at=started,
         finished_at=time.time(),
         outputs=tuple(outputs),
-        warnings=(*warnings, *left_alone),
+        warnings=(*warnings, *left_alone, *translated.warnings),
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
         worker=where_am_i(),
@@ -217,7 +234,21 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     )
     claims = tuple(c.row() for w in writes for c in w.claims)
     folder = str(stats.checkpoints.folder) if stats.checkpoints else None
-    return RecordingOutcome(result, claims, tuple(left_alone), folder)
+    return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows, translated.aborted)
+
+
+def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> Translations:
+    """The --translate-to languages made through OpenRouter chat, written beside the original."""
+    targets = targets_for(ctx.settings, transcript.language)
+    if ctx.translator is None or not targets:
+        return Translations()
+    job = TranslationJob(
+        rec, transcript, duration_ms, targets, ctx.translator, ctx.budget, ctx.ledger, ctx.settings, ctx.run_id,
+        writer_name(ctx.settings),
+    )  # fmt: skip
+    translated = translate_recording(job)
+    ctx.aborted = ctx.aborted or translated.aborted  # the recording is done; what comes after does not start
+    return translated
 
 
 def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:
@@ -242,7 +273,7 @@ def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResour
     each chunk translated offline by the multilingual model (Whisper's translate task)."""
     from voxflow.engines.local import LocalTranscriber
 
-    target = ctx.settings.translate_to
+    target = "en" if ctx.settings.offline_translation else None
     engine = ctx.engine
     if not target or language_code(transcript.language) == target or not transcript.segments:
         return None

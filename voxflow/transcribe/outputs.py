@@ -110,8 +110,15 @@ def write_sidecars(
         cues=tuple(cues),
         extra={"source": printable_name(rec.rel_path), "recording_id": rec.recording_id},
     )
+    return write_doc(rec, doc, ledger, settings, run_id=run_id, writer=writer)
+
+
+def write_doc(
+    rec: Recording, doc: SidecarDoc, ledger: OutputLedger, settings: Settings, *, run_id: str = "", writer: str = "w0"
+) -> SidecarWrites:
+    """Write ``doc`` as the recording's sidecars in ``doc.language`` (see write_sidecars)."""
     rendered = render_sidecars(doc, settings.formats)
-    targets = sidecar_targets(rec, language, ledger, settings)
+    targets = sidecar_targets(rec, doc.language, ledger, settings)
     writable = [t for t in targets if t.state != "foreign" or settings.overwrite]
     now = time.time()
     claims = [

@@ -30,6 +30,7 @@ from voxflow.models import (
 from voxflow.ownership import OutputLedger
 from voxflow.settings import Settings
 from voxflow.transcribe.outputs import left_alone_note, sidecar_targets
+from voxflow.transcribe.translations import targets_for
 
 
 def transcribe_options(settings: Settings) -> TranscribeOptions:
@@ -66,6 +67,8 @@ class RunPlan:
     ledger: OutputLedger = field(default_factory=OutputLedger)  # which output files voxflow wrote
     left_alone: list[str] = field(default_factory=list)  # sidecars of skipped recordings not ours
     subtitled: list[tuple[Recording, str]] = field(default_factory=list)  # has the wanted subtitles already
+    # done, but --translate-to languages (chat) are missing: translated from the catalog's transcript
+    translate: list[tuple[Recording, DoneRecord, tuple[str, ...]]] = field(default_factory=list)
     ignored: int = 0
     found: int = 0
 
@@ -113,8 +116,11 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
             plan.todo.append(rec)  # a translation is made from the audio: the catalog cannot restore it
         elif _sidecars_settled(rec, done.language, plan, existing):
             plan.skipped.append(rec)
+            _translate_if_missing(plan, rec, done, index, existing)
         else:
             _restore_or_redo(plan, rec, index.restorable(rec.recording_id, plan.options_hash))
+            if plan.restore and plan.restore[-1][0] is rec:
+                _translate_if_missing(plan, rec, plan.restore[-1][1], index, existing)
     cache.save()
     plan.todo, plan.twins = _split_twins(plan.todo)
     plan.deleted = _deleted(source, scanned, present, index, settings.shard)
@@ -217,7 +223,7 @@ def _subtitled(rec: Recording, plan: RunPlan, listing: Listing | None) -> str | 
     three-letter code (``movie.en.srt``, ``movie.eng.vtt``). Its path, or None (also with
     ``--force``, or when the language is left to detection)."""
     settings = plan.settings
-    wanted = {code for code in (settings.language, settings.translate_to) if code}
+    wanted = {code for code in (settings.language, *settings.translate_to) if code}
     if settings.force or not wanted or listing is None:
         return None
     folder = resolve(rec.uri)[1].rsplit("/", 1)[0]
@@ -253,10 +259,31 @@ def _codes_of(languages: set[str]) -> set[str]:
 def _translation_settled(rec: Recording, done: DoneRecord, plan: RunPlan, existing: set[str]) -> bool:
     """True unless ``--translate-to`` wants sidecars in another language than the recording's
     and they are missing (a run without the flag, or files deleted since)."""
-    target = plan.settings.translate_to
+    target = "en" if plan.settings.offline_translation else None
     if not target or done.language in (target, "und") or not (done.n_segments or done.text):
         return True
     return _sidecars_settled(rec, target, plan, existing)
+
+
+def _translate_if_missing(
+    plan: RunPlan, rec: Recording, done: DoneRecord, index: CatalogIndex, existing: set[str]
+) -> None:
+    """Chat translations (--translate-to) whose sidecars are missing are made from the catalog's
+    transcript; without a whole transcript there, the recording is transcribed again."""
+    if not (done.n_segments or done.text):
+        return
+    targets = targets_for(plan.settings, done.language)
+    missing = tuple(t for t in targets if not _sidecars_settled(rec, t, plan, existing))
+    if not missing:
+        return
+    whole = index.restorable(rec.recording_id, plan.options_hash)
+    if whole is not None:
+        plan.translate.append((rec, whole, missing))
+        return
+    if rec in plan.skipped:
+        plan.skipped.remove(rec)
+    plan.restore = [(r, d) for r, d in plan.restore if r is not rec]
+    plan.todo.append(rec)
 
 
 def _sidecars_settled(rec: Recording, language: str, plan: RunPlan, existing: set[str]) -> bool:

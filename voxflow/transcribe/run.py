@@ -5,7 +5,7 @@ exit code. ``run_inline`` runs a plan without Prefect (no-op runs, tests)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,16 @@ from voxflow.transcribe.job import (
 )
 from voxflow.transcribe.outputs import SidecarWrites
 from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
+from voxflow.transcribe.translations import (
+    CueTimes,
+    TranslationJob,
+    Translations,
+    failed_rows,
+    original_cue_times,
+    targets_for,
+    translate_recording,
+    translation_failures,
+)
 
 
 @dataclass
@@ -55,6 +65,7 @@ class RunContext(OfRun):
     started_at: float = field(default_factory=time.time)
     aborted: RunAbort | None = None
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
+    translations: list[dict[str, Any]] = field(default_factory=list)  # ``translations`` rows of this run
 
     @property
     def model(self) -> str:
@@ -69,7 +80,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     out = OutputTree(settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
     res = build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
-    RESOURCES.put(spec.run_id, prepared(res) if plan.todo else res)
+    RESOURCES.put(spec.run_id, prepared(res) if plan.todo or plan.translate else res)
     return RunContext(
         spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer=writer_name(settings))
     )
@@ -80,9 +91,55 @@ def record_outcome(ctx: RunContext, outcome: RecordingOutcome) -> RecordingResul
     if outcome.result is None:
         return None
     ctx.catalog.add_rows("outputs", outcome.claims)
+    _add_translations(ctx, outcome.translations)
+    ctx.aborted = ctx.aborted or outcome.aborted
     ctx.left_alone.extend(outcome.left_alone)
     clear = ChunkCheckpoints(Path(outcome.checkpoints)).clear if outcome.checkpoints else None
     return _record(ctx, outcome.result, clear)
+
+
+def _add_translations(ctx: RunContext, rows: Sequence[dict[str, Any]]) -> None:
+    ctx.catalog.add_rows("translations", rows)
+    ctx.translations.extend(rows)
+
+
+def translate_missing(ctx: RunContext) -> None:
+    """The chat translations the plan found missing for recordings already done: each made
+    from the transcript in the catalog (no audio, no transcription), in the planning process."""
+    for rec, done, targets in ctx.plan.translate:
+        if ctx.aborted or interrupts.requested():
+            return
+        try:
+            transcript = load_transcript(ctx.out, done)
+        except VoxflowError as exc:  # e.g. the catalog lost its segments: the rerun after redoes them
+            _add_translations(ctx, failed_rows(rec, done.language, targets, ctx.settings, ctx.run_id, str(exc)))
+            continue
+        times = original_cue_times(rec, done.language, ctx.plan.ledger, ctx.settings)
+        _translate_here(rec, transcript, round(done.duration_s * 1000), targets, ctx, times)
+
+
+def _translate_here(
+    rec: Recording,
+    transcript: Transcript,
+    duration_ms: int,
+    targets: tuple[str, ...],
+    ctx: RunContext,
+    original_times: CueTimes | None = None,
+) -> Translations:
+    """translate_recording in the planning process: rows, claims and notes go straight to the run."""
+    res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
+    if res.translator is None or not targets:
+        return Translations()
+    job = TranslationJob(
+        rec, transcript, duration_ms, targets, res.translator, res.budget, ctx.plan.ledger, ctx.settings,
+        ctx.run_id, writer_name(ctx.settings), original_times=original_times,
+    )  # fmt: skip
+    translated = translate_recording(job)
+    ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])
+    ctx.left_alone.extend(note for w in translated.writes for note in w.left_alone)
+    _add_translations(ctx, translated.rows)
+    ctx.aborted = ctx.aborted or translated.aborted
+    return translated
 
 
 def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:
@@ -156,15 +213,16 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
         writes = _write_here(twin, transcript, leader.duration_ms, ctx)
     except VoxflowError as exc:
         return _record(ctx, failed_result(twin, exc, ctx.plan.options_hash, leader.model, started))
+    translated = _translate_here(twin, transcript, leader.duration_ms, targets_for(ctx.settings, leader.language), ctx)
     note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
     twin_result = replace(
         leader,
         recording=twin,
-        outputs=tuple(writes.written),
-        warnings=(*leader.warnings, note, *writes.left_alone),
+        outputs=tuple(writes.written) + tuple(uri for w in translated.writes for uri in w.written),
+        warnings=(*leader.warnings, note, *writes.left_alone, *translated.warnings),
         n_chunks=0,
         attempts=0,
-        cost_usd=0.0,
+        cost_usd=translated.cost_usd,
         started_at=started,
         finished_at=time.time(),
         worker=where_am_i(),
@@ -195,6 +253,8 @@ class RunSummary:
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
     known_failures: list[dict[str, str]] = field(default_factory=list)  # failed for good earlier, unchanged
     subtitled: int = 0  # not transcribed: subtitles in the wanted language are already beside them
+    translated: int = 0  # --translate-to languages written through chat in this run
+    translations_failed: int = 0  # … and those that failed (no sidecars written)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,13 +288,15 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         aborted=manifest["aborted"],
         failures=manifest["errors"],
         manifest=manifest_uri,
-        exit_code=exit_code(aborted=ctx.aborted is not None, failed=bool(failed)),
+        exit_code=exit_code(aborted=ctx.aborted is not None, failed=bool(failed or manifest["translations"]["failed"])),
         deleted=len(plan.deleted),
         interrupted=manifest["interrupted"],
         left_undone=len(manifest["left_undone"]),
         left_alone=manifest["left_alone"],
         known_failures=manifest["known_failures"],
         subtitled=len(plan.subtitled),
+        translated=manifest["translations"]["done"],
+        translations_failed=manifest["translations"]["failed"],
     )
 
 
@@ -262,11 +324,19 @@ def _manifest(ctx: RunContext, results: list[RecordingResult], failed: list[Reco
             "deleted": len(plan.deleted),
         },
         "audio_s": sum(r.duration_ms for r in results) / 1000,
-        "cost_usd": round(sum(r.cost_usd for r in results), 6),
+        "cost_usd": round(sum(r.cost_usd for r in results) + _catalog_only_cost(ctx), 6),
         "aborted": f"{ctx.aborted.kind}: {ctx.aborted}" if ctx.aborted else None,
         "interrupted": interrupted,
         "left_undone": undone if ctx.aborted or interrupted else [],
-        "errors": [{"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed],
+        "errors": [
+            *({"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed),
+            *translation_failures(ctx.translations),
+        ],
+        "translations": {
+            "done": sum(r["status"] == "done" for r in ctx.translations),
+            "failed": len(translation_failures(ctx.translations)),
+            "from_catalog": len(plan.translate),
+        },
         "unsettled": [r.rel_path for r in plan.unsettled],
         "passed_over": [{"path": p.rel_path, "reason": p.reason} for p in plan.passed_over],
         "deleted": plan.deleted,
@@ -278,10 +348,17 @@ def _manifest(ctx: RunContext, results: list[RecordingResult], failed: list[Reco
     }
 
 
+def _catalog_only_cost(ctx: RunContext) -> float:
+    """What the translations made from the catalog cost (the others are in their recording's cost)."""
+    from_catalog = {rec.recording_id for rec, _, _ in ctx.plan.translate}
+    return sum(r["cost_usd"] for r in ctx.translations if r["recording_id"] in from_catalog)
+
+
 def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
     """Run a plan without Prefect, one recording after another (no-op runs, tests)."""
     ctx = open_run(plan, run_id)
     results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
+    translate_missing(ctx)
     for rec in plan.todo:
         try:
             result = record_outcome(ctx, transcribe_recording(rec, ctx.spec))

@@ -3,7 +3,8 @@
 Shape::
 
     stt.OpenRouterTranscriber ─┐                         ┌─ POST /audio/transcriptions (JSON + base64)
-    tts.OpenRouterSynthesizer ─┼─ client.OpenRouterClient ┼─ POST /audio/speech         (raw audio back)
+    tts.OpenRouterSynthesizer ─┤                         ├─ POST /audio/speech         (raw audio back)
+    chat.OpenRouterChat       ─┼─ client.OpenRouterClient ┼─ POST /chat/completions     (text → text)
     models.list_models()      ─┤   headers, timeouts,     ├─ GET  /models?output_modalities=…
     models.validate_model()   ─┘   one retry policy,      └─ GET  /key                  (is the key good?)
                                    error mapping
@@ -11,9 +12,10 @@ Shape::
 * :mod:`.client`: auth, per-loop connection pools, the retry policy, the error mapping, request counting.
 * :mod:`.models`: model metadata, capabilities (text-only models, input limits) and pricing.
 * :mod:`.engine`: what both engines share (the client, the limiter hand-over, ``prepare``).
-* :mod:`.stt` and :mod:`.tts`: the two engines and how each reads its answers.
+* :mod:`.stt`, :mod:`.tts` and :mod:`.chat`: the engines and how each reads its answers.
 """
 
+from voxflow.engines.openrouter.chat import ChatReply, Message, OpenRouterChat
 from voxflow.engines.openrouter.client import (
     MAX_RETRY_AFTER_S,
     OpenRouterClient,
@@ -40,7 +42,10 @@ __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
     "CHARS_PER_TOKEN",
     "MAX_RETRY_AFTER_S",
+    "ChatReply",
     "Kind",
+    "Message",
+    "OpenRouterChat",
     "OpenRouterClient",
     "OpenRouterSynthesizer",
     "OpenRouterTranscriber",

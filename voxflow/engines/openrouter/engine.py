@@ -40,6 +40,7 @@ class OpenRouterEngine(Engine):
         self.provider = dict(provider) if provider else None
         self.pricing: dict[str, Any] | None = dict(pricing) if pricing else None
         self._pricing_tried = pricing is not None
+        self.listing: dict[str, Any] = {}  # the model's GET /models entry, once prepare() has run
         self.client = OpenRouterClient(settings, limiter=limiter, transport=transport, sleep=sleep)
 
     def __repr__(self) -> str:
@@ -74,6 +75,7 @@ class OpenRouterEngine(Engine):
             sleep=self.client.sleep,
         )
         self.pricing = info.get("pricing") or None
+        self.listing = info
         self._pricing_tried = True
 
     async def load_pricing(self) -> dict[str, Any] | None:

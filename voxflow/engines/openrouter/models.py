@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["transcription", "speech"]  # the output modality, as GET /models names it
+Kind = Literal["transcription", "speech", "text"]  # the output modality, as GET /models names it
 
 # Pricing is published per token (USD strings). For estimates, voxflow assumes this many
 # audio tokens per second of speech (what the emulator bills by too), this many text tokens
@@ -83,6 +83,15 @@ def speech_cost(pricing: Mapping[str, Any], chars: int) -> float:
     return (
         tokens_in * price(pricing, "prompt")
         + seconds * AUDIO_TOKENS_PER_SECOND * price(pricing, "audio_output")
+        + price(pricing, "request")
+    )
+
+
+def chat_cost(pricing: Mapping[str, Any], prompt_tokens: int, completion_tokens: int) -> float:
+    """USD for one chat completion of these token counts."""
+    return (
+        max(0, prompt_tokens) * price(pricing, "prompt")
+        + max(0, completion_tokens) * price(pricing, "completion")
         + price(pricing, "request")
     )
 

@@ -1,4 +1,4 @@
-"""A local stand-in for OpenRouter's audio API, served over real HTTP on 127.0.0.1.
+"""A local stand-in for OpenRouter's audio API (and its chat completions), served over real HTTP on 127.0.0.1.
 
 No machine here reaches the real service, so tests, benchmarks and demos talk to this
 instead (``OPENROUTER_BASE_URL=http://127.0.0.1:PORT/api/v1``). It follows the reference
@@ -16,7 +16,18 @@ instead (``OPENROUTER_BASE_URL=http://127.0.0.1:PORT/api/v1``). It follows the r
   is asked for (it must be one of the model's ``supported_voices``): ``pcm`` answers
   ``Content-Type: audio/pcm;rate=22050;channels=1``, ``mp3`` is encoded with ffmpeg;
   ``X-Generation-Id: gen-tts-…``.
-* ``GET /api/v1/models?output_modalities=transcription|speech|all`` — ids, names, pricing
+* ``POST /api/v1/chat/completions`` — OpenAI shape (``model``, ``messages``, optional
+  ``response_format``), answered deterministically (module ``chat``): a translation request
+  (a message says ``Target language: <code>``, the last user message holds numbered lines
+  ``N. text``) gets the same numbered lines back, each text prefixed with ``[<code>] ``
+  (``3. Hello`` → ``3. [fr] Hello``), so a test knows every line it must get; anything else
+  gets ``[emulator] <first line of the last user message>``. ``choices[0].message.content``,
+  ``usage`` with ``prompt_tokens``/``completion_tokens`` (characters / 4) and ``cost`` at the
+  model's prices; 400 past the model's ``context_length``. Chat requests draw faults from
+  ``chat_faults`` (default: ``faults``), at most ``chat_fault_limit`` of them;
+  ``lose_line_for=("de",)`` drops the last line of German translations (``lose_line_limit``
+  times, or always), for tests of replies that lose a line.
+* ``GET /api/v1/models?output_modalities=transcription|speech|text|all`` — ids, names, pricing
   (USD strings per token) and ``supported_voices``; ``GET /api/v1/key`` — the key's data.
 * Errors are OpenRouter-shaped ``{"error": {"code", "message"}}``: 401 bad key, 404 unknown
   model, 400 bad request (bad base64, missing fields, unsupported format or option, diarize
@@ -39,14 +50,14 @@ shell. The modules:
 * ``config``: models, prices and :class:`EmulatorConfig`;
 * ``faults``: the fault spec, the seeded draw and each fault's answer;
 * ``protocol``: OpenRouter's wire conventions (error answers, the key, JSON bodies, prices);
-* ``transcription`` / ``speech`` / ``listings``: each endpoint's validation and answer body;
+* ``transcription`` / ``speech`` / ``chat`` / ``listings``: each endpoint's validation and answer body;
 * ``state``: one emulator's request log, spent credit, threads and engines;
 * ``app``: the Starlette app, one module-level handler a route;
 * ``server``: uvicorn on 127.0.0.1, in the foreground or in a thread.
 """
 
 from voxflow.testing.emulator.app import create_app
-from voxflow.testing.emulator.config import API_PREFIX, DEFAULT_KEY, EmulatorConfig, SttModel, TtsModel
+from voxflow.testing.emulator.config import API_PREFIX, DEFAULT_KEY, ChatModel, EmulatorConfig, SttModel, TtsModel
 from voxflow.testing.emulator.faults import parse_faults
 from voxflow.testing.emulator.server import EmulatorHandle, run_emulator, serve, start_emulator_in_thread
 from voxflow.testing.emulator.state import EmulatorState
@@ -55,6 +66,7 @@ from voxflow.testing.emulator.transcription import fake_transcript
 __all__ = [
     "API_PREFIX",
     "DEFAULT_KEY",
+    "ChatModel",
     "EmulatorConfig",
     "EmulatorHandle",
     "EmulatorState",

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voxflow.testing.emulator import chat
 from voxflow.testing.emulator.config import API_PREFIX, PCM_RATE, EmulatorConfig
 from voxflow.testing.emulator.faults import Dropped
 from voxflow.testing.emulator.listings import model_listings
@@ -154,6 +155,29 @@ async def _speak(request: Request, state: EmulatorState, entry: dict[str, Any]) 
     return Response(audio.pcm, 200, headers=headers, media_type=media)
 
 
+async def _complete(request: Request, state: EmulatorState, entry: dict[str, Any]) -> Response:
+    body = await read_json(request, state.config.max_body_bytes)
+    model = _requested_model(state, body, entry, state.chat, "chat")
+    messages = chat.chat_messages(body)
+    used = chat.check_context(messages, model)
+    target = chat.translation_target(messages)
+    entry["sha256"] = sha256(chat.last_user(messages).encode())
+    entry["language"] = target
+    entry["lines"] = len(chat.numbered_lines(chat.last_user(messages)))
+    fault_answer = await state.chat_faults.inject(entry, "chat")
+    if fault_answer is not None:
+        return fault_answer
+    if target is None:
+        content = chat.echoed(messages)
+    else:
+        content = chat.translated(messages, target, lose_a_line=state.lose_a_line(target))
+    generation = generation_id("chat", entry["sha256"])
+    result = chat.completion_body(model, content, used, generation, int(time.time()))
+    state.spend(result["usage"]["cost"])
+    entry["cost"] = result["usage"]["cost"]
+    return JSONResponse(result, headers={"X-Generation-Id": generation})
+
+
 async def _key(request: Request, state: EmulatorState, entry: dict[str, Any]) -> Response:
     limit = state.config.credit_usd
     spent = round(state.spent_usd, 8)
@@ -170,6 +194,11 @@ async def transcriptions(request: Request) -> Response:
 async def speech(request: Request) -> Response:
     """``POST /api/v1/audio/speech``."""
     return await _serve(request, "speech", _speak)
+
+
+async def chat_completions(request: Request) -> Response:
+    """``POST /api/v1/chat/completions``."""
+    return await _serve(request, "chat", _complete)
 
 
 async def key(request: Request) -> Response:
@@ -201,6 +230,7 @@ async def emulator_reset(request: Request) -> Response:
 _ROUTES = [
     Route(f"{API_PREFIX}/audio/transcriptions", transcriptions, methods=["POST"]),
     Route(f"{API_PREFIX}/audio/speech", speech, methods=["POST"]),
+    Route(f"{API_PREFIX}/chat/completions", chat_completions, methods=["POST"]),
     Route(f"{API_PREFIX}/models", models, methods=["GET"]),
     Route(f"{API_PREFIX}/key", key, methods=["GET"]),
     Route("/_emulator/log", emulator_log, methods=["GET"]),

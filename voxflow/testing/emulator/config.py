@@ -131,6 +131,30 @@ DEFAULT_TTS_MODELS: tuple[TtsModel, ...] = (
 
 
 @dataclass(frozen=True)
+class ChatModel:
+    """A chat-completions (text → text) model the emulator offers."""
+
+    id: str
+    name: str
+    context_length: int = 128_000  # tokens (prompt + completion); a longer prompt → 400
+    prompt_price: float = 0.00000015  # USD per input token
+    completion_price: float = 0.0000006  # USD per output token
+
+
+DEFAULT_CHAT_MODELS: tuple[ChatModel, ...] = (
+    ChatModel("openai/gpt-4o-mini", "OpenAI: GPT-4o-mini"),
+    ChatModel("openai/gpt-4o", "OpenAI: GPT-4o", prompt_price=0.0000025, completion_price=0.00001),
+    ChatModel(
+        "meta-llama/llama-3.1-8b-instruct",
+        "Meta: Llama 3.1 8B Instruct",
+        context_length=2048,  # small on purpose: long inputs must be sent in batches
+        prompt_price=0.00000002,
+        completion_price=0.00000005,
+    ),
+)
+
+
+@dataclass(frozen=True)
 class EmulatorConfig:
     """How the emulator behaves; every field has a default that behaves like OpenRouter."""
 
@@ -145,6 +169,11 @@ class EmulatorConfig:
     credit_usd: float | None = None  # 402 once this much is spent
     stt_models: tuple[SttModel, ...] = DEFAULT_STT_MODELS
     tts_models: tuple[TtsModel, ...] = DEFAULT_TTS_MODELS
+    chat_models: tuple[ChatModel, ...] = DEFAULT_CHAT_MODELS
+    chat_faults: str | None = None  # fault spec for chat requests only (default: ``faults``)
+    chat_fault_limit: int | None = None  # at most this many chat faults in all (None: no limit)
+    lose_line_for: tuple[str, ...] = ()  # target languages whose translation answers lose their last line …
+    lose_line_limit: int | None = None  # … this many times in all (None: every time)
     stt_engine: str = "local/tiny.en"
     tts_engine: str = "local/en_US-joe-medium"
     local_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -152,3 +181,4 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         parse_faults(self.faults)  # fail early on a bad spec
+        parse_faults(self.chat_faults)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from voxflow.testing.emulator.config import EmulatorConfig
 
 FAULT_NAMES = frozenset({"slow", "drop", "malformed"})
-AudioEndpoint = Literal["transcriptions", "speech"]
+FaultyEndpoint = Literal["transcriptions", "speech", "chat"]
 _ERROR_MESSAGES = {
     429: "Rate limit exceeded: free-models-per-min",
     408: "Request timed out",
@@ -73,11 +73,13 @@ class Dropped(Response):
 
 
 class FaultInjector:
-    """Draws at most one fault for each audio request (seeded) and plays it out."""
+    """Draws at most one fault for each billed request (seeded) and plays it out; ``spec``
+    replaces the config's fault spec, ``limit`` caps how many faults it draws in all."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, spec: str | None = None, limit: int | None = None) -> None:
         self.config = config
-        self.rates = parse_faults(config.faults)
+        self.rates = parse_faults(spec if spec is not None else config.faults)
+        self.left = limit
         self._random = random.Random(config.seed)
         self._lock = threading.Lock()
 
@@ -86,14 +88,18 @@ class FaultInjector:
         if not self.rates:
             return None
         with self._lock:
+            if self.left is not None and self.left <= 0:
+                return None
             x = self._random.random()
-        for name, p in self.rates.items():
-            if x < p:
-                return name
-            x -= p
+            for name, p in self.rates.items():
+                if x < p:
+                    if self.left is not None:
+                        self.left -= 1
+                    return name
+                x -= p
         return None
 
-    async def inject(self, entry: dict[str, Any], endpoint: AudioEndpoint) -> Response | None:
+    async def inject(self, entry: dict[str, Any], endpoint: FaultyEndpoint) -> Response | None:
         """Draw a fault into the log ``entry``, wait the latency (plus ``slow_ms`` for a slow
         fault) and return the fault's answer, or None when the request is to be served."""
         fault = self.draw()
@@ -103,7 +109,7 @@ class FaultInjector:
             await asyncio.sleep(ms / 1000)
         return self.answer(fault, endpoint)
 
-    def answer(self, fault: str | None, endpoint: AudioEndpoint) -> Response | None:
+    def answer(self, fault: str | None, endpoint: FaultyEndpoint) -> Response | None:
         """What ``fault`` answers instead of the real response (None: answer normally)."""
         if fault is None or fault == "slow":
             return None
@@ -112,6 +118,8 @@ class FaultInjector:
         if fault == "malformed":
             if endpoint == "speech":
                 return Response(b"<html><body>502 Bad Gateway</body></html>", 200, media_type="text/html")
+            if endpoint == "chat":
+                return Response(b'{"choices": [{"message": {"content": "1. ', 200, media_type="application/json")
             return Response(b'{"text": "And so my fellow', 200, media_type="application/json")
         status = int(fault)
         headers = {"Retry-After": price_str(self.config.retry_after)} if status in (429, 503) else {}

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxflow.testing.emulator.config import API_PREFIX, EmulatorConfig, SttModel, TtsModel
+from voxflow.testing.emulator.config import API_PREFIX, ChatModel, EmulatorConfig, SttModel, TtsModel
 from voxflow.testing.emulator.protocol import price_str
 
 
 def model_listings(config: EmulatorConfig, output_modalities: str) -> list[dict[str, Any]]:
-    """The models whose output is one of ``output_modalities`` (``transcription,speech`` or ``all``)."""
+    """The models whose output is one of ``output_modalities`` (``transcription,speech,text`` or ``all``)."""
     kinds = {k.strip() for k in output_modalities.split(",")}
     data = []
     if kinds & {"transcription", "all"}:
         data += [_stt_listing(m) for m in config.stt_models]
     if kinds & {"speech", "all"}:
         data += [_tts_listing(m) for m in config.tts_models]
+    if kinds & {"text", "all"}:
+        data += [_chat_listing(m) for m in config.chat_models]
     return data
 
 
@@ -77,4 +79,20 @@ def _tts_listing(m: TtsModel) -> dict[str, Any]:
         },
         "supported_parameters": params,
         "supported_voices": list(m.voices),
+    }
+
+
+def _chat_listing(m: ChatModel) -> dict[str, Any]:
+    listing = _listing(m.id, m.name, ["text"], ["text"])
+    listing["context_length"] = m.context_length
+    listing["top_provider"] = {**listing["top_provider"], "context_length": m.context_length}
+    return {
+        **listing,
+        "pricing": {
+            "prompt": price_str(m.prompt_price),
+            "completion": price_str(m.completion_price),
+            "request": "0",
+        },
+        "supported_parameters": ["max_tokens", "temperature", "response_format", "structured_outputs", "seed"],
+        "supported_voices": None,
     }

@@ -103,6 +103,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def generation_id(kind: Literal["stt", "tts"], digest: str) -> str:
-    """The ``X-Generation-Id`` of one answer: ``gen-stt-…`` / ``gen-tts-…``, 32 characters."""
+def generation_id(kind: Literal["stt", "tts", "chat"], digest: str) -> str:
+    """The ``X-Generation-Id`` of one answer: ``gen-stt-…`` / ``gen-tts-…`` / ``gen-chat-…``, 32 characters."""
     return (f"gen-{kind}-" + sha256(f"{digest}{time.time_ns()}".encode()))[:32]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from voxflow.testing.emulator.config import EmulatorConfig
 from voxflow.testing.emulator.faults import FaultInjector
 
-Endpoint = Literal["transcriptions", "speech", "models", "key"]
+Endpoint = Literal["transcriptions", "speech", "chat", "models", "key"]
 
 
 def new_entry(endpoint: Endpoint) -> dict[str, Any]:
@@ -27,6 +27,9 @@ class EmulatorState:
         self.config = config
         self.warm = warm  # load the local engines when the server starts
         self.faults = FaultInjector(config)
+        self.chat_faults = FaultInjector(config, config.chat_faults, config.chat_fault_limit)
+        self.chat = {m.id: m for m in config.chat_models}
+        self.lines_to_lose = config.lose_line_limit  # None: every translation for lose_line_for
         self.stt = {m.id: m for m in config.stt_models}
         self.tts = {m.id: m for m in config.tts_models}
         self._lock = threading.Lock()
@@ -53,6 +56,18 @@ class EmulatorState:
     def spend(self, cost: float) -> None:
         with self._lock:
             self.spent_usd += cost
+
+    def lose_a_line(self, language: str) -> bool:
+        """True when this translation answer is to lose a line (``lose_line_for``, ``lose_line_limit``)."""
+        if language not in self.config.lose_line_for:
+            return False
+        with self._lock:
+            if self.lines_to_lose is None:
+                return True
+            if self.lines_to_lose <= 0:
+                return False
+            self.lines_to_lose -= 1
+            return True
 
     def credit_left(self) -> bool:
         credit = self.config.credit_usd
