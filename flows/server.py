@@ -37,7 +37,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def start_bound_server() -> str | None:
-    """Start the temporary server from this (main) thread, bound to this process; Prefect's
+    """Start the temporary server from this thread, bound to it: call it from a thread that lives
+    as long as the process (the main thread, or voxflow.cli.common's API thread); Prefect's
     clients then find and reuse it. Its API URL (None with a configured ``PREFECT_API_URL``):
     tasks on Dask workers, in other processes, are told to use it."""
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():

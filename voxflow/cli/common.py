@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -232,14 +234,10 @@ def validate_chat_model(settings: Settings, model: str) -> None:
 
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on the
-    server ``voxflow server start`` keeps, or a temporary one that dies with this process
-    (flows.server); PREFECT_API_URL, when set, wins over both."""
+    Prefect API :func:`start_prefect_api` finds or starts."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import background_server_url, start_bound_server
-
-    api_url = None if PREFECT_API_URL.value() else background_server_url()
-    api_url = api_url or start_bound_server()
+    api_url = _take_prefect_api().result()  # its URL; None: Prefect's settings decide
 
     def run_told_where_the_api_is() -> dict[str, Any]:
         if api_url is None:
@@ -248,6 +246,50 @@ def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             return run_flow()
 
     return interrupts.run_in_worker(run_told_where_the_api_is)
+
+
+_prefect_api: Future[str | None] | None = None  # found or being started, for the next run_bound
+_prefect_api_lock = threading.Lock()
+
+
+def start_prefect_api() -> None:
+    """Find the Prefect API the next flow runs on, or start it, on a thread of its own, so a
+    run loads its model and imports its flow meanwhile: PREFECT_API_URL when set, else the
+    server ``voxflow server start`` keeps, else a temporary one that dies with this process
+    (flows.server). One search per run: the next :func:`run_bound` takes it."""
+    global _prefect_api
+    with _prefect_api_lock:
+        if _prefect_api is None:
+            prefect_defaults()
+            _prefect_api = Future()
+            thread = threading.Thread(target=_find_or_start_api, args=(_prefect_api,), name="voxflow-prefect-api")
+            thread.daemon = True
+            thread.start()
+
+
+def _take_prefect_api() -> Future[str | None]:
+    global _prefect_api
+    start_prefect_api()
+    with _prefect_api_lock:
+        api, _prefect_api = _prefect_api, None
+    assert api is not None
+    return api
+
+
+def _find_or_start_api(api: Future[str | None]) -> None:
+    """On its own thread, which then stays as long as the process: a temporary server is bound
+    to the thread that started it (Linux ``PR_SET_PDEATHSIG`` fires when that thread ends)."""
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        from flows.server import background_server_url, start_bound_server
+
+        url = None if PREFECT_API_URL.value() else background_server_url()
+        api.set_result(url or start_bound_server())
+    except BaseException as exc:  # handed to run_bound, in the run's thread
+        api.set_exception(exc)
+        return
+    threading.Event().wait()
 
 
 def say_stopping(signal_name: str) -> None:

@@ -21,6 +21,7 @@ from voxflow.cli.common import (
     run_bound,
     say_engine,
     say_stopping,
+    start_prefect_api,
     validate_chat_model,
     validate_model,
 )
@@ -114,6 +115,7 @@ def _transcribe_locked(
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
         else:
+            get_ready(settings)
             validate_model(settings)
             if not settings.quiet:  # refusals come first: this line only when work starts
                 say_engine(settings.transcription_model, settings.openrouter.has_key)
@@ -191,6 +193,16 @@ def _translations_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if not (done or failed):
         return []
     return [("translations", f"{done} written" + (f", {failed} failed (no sidecars)" if failed else ""))]
+
+
+def get_ready(settings: Settings) -> None:
+    """Once there is work: the engine process starts loading the model, and the Prefect API is
+    found or started on its own thread, while this thread checks the model and imports the flow."""
+    from voxflow.engines.base import get_transcriber, is_local
+
+    if is_local(settings.transcription_model):
+        get_transcriber(settings).warm_up()
+    start_prefect_api()
 
 
 def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) -> None:

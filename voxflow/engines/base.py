@@ -104,6 +104,11 @@ class Engine(ABC):
         """Load the weights now, so a bad model is a usage error before the batch; default: nothing."""
         return None
 
+    def warm_up(self) -> None:
+        """Start loading in the background, without waiting (a later :meth:`load` waits and
+        raises what loading met); default: nothing."""
+        return None
+
     def use_limiter(self, limiter: RequestLimiter) -> bool:
         """Offer the run's request limiter. True: the engine keeps it and holds one slot per
         request it sends (never during a backoff), so the caller must not hold one per call.

@@ -61,6 +61,10 @@ class LocalTranscriber(Transcriber):
         """Load the model in the engine process now: a bad name or folder is a ConfigError."""
         process.call(whisper.load_model, self.model, self.threads)
 
+    def warm_up(self) -> None:
+        """Start the engine process loading the model while this process goes on."""
+        process.start(whisper.load_model, self.model, self.threads)
+
     @property
     def english_only(self) -> bool:
         return whisper.is_english_only(self.model)

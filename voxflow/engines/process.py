@@ -57,6 +57,13 @@ def call(fn: Callable[..., T], *args: object) -> T:
     raise EngineError(DIED)
 
 
+def start(fn: Callable[..., object], *args: object) -> None:
+    """Queue ``fn(*args)`` in the engine process without waiting for it (a warm-up: what it
+    raises, the next :func:`call` of the same work raises again)."""
+    with contextlib.suppress(BrokenProcessPool):
+        _current().submit(fn, *args)
+
+
 async def call_async(fn: Callable[..., T], *args: object) -> T:
     """:func:`call` for a coroutine."""
     for _ in range(ATTEMPTS):
