@@ -677,3 +677,36 @@ def test_a_bad_lexicon_file_is_refused(tmp_path: Path) -> None:
     code, lines = cli("narrate", str(source), "--out", str(tmp_path / "out"), "--model", LOCAL, "--lexicon", str(bad))
     errors = [line for line in lines if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "--lexicon" in errors[0] and str(bad) in errors[0], lines
+
+
+def test_narration_progress_counts_chunks_per_chapter(emulator: Any, tmp_path: Path) -> None:
+    """The narration bar's tally, fed by the run's events: chunks to speak and spoken across the
+    batch, the current book and chapter. Oracle: the emulator's own log of speech requests."""
+    from voxflow import progress
+    from voxflow.cli.progress import ChunkTally
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "one.md").write_text("# First\n\nA sentence here. Another one.\n\n# Second\n\nMore words to say.\n")
+    (source / "two.md").write_text("# Only\n\nJust one paragraph.\n")
+    settings = emulator_settings(
+        emulator.url, emulator.key, tmp_path / "out", model="openai/gpt-4o-mini-tts-2025-12-15", voice="alloy"
+    )
+    emulator.reset()
+    tally = ChunkTally(books_total=2)
+    currents: set[str] = set()
+
+    def listen(event: str, data: dict) -> None:
+        tally.on_event(event, data)
+        currents.add(tally.current)
+
+    unsubscribe = progress.subscribe(listen)
+    try:
+        run_inline(plan_narration(str(source), settings))
+    finally:
+        unsubscribe()
+    spoken = len([e for e in emulator.log() if e["endpoint"] == "speech" and e["status"] == 200])
+    assert spoken > 0
+    assert (tally.chunks_done, tally.chunks_total) == (spoken, spoken)
+    assert tally.books_done == 2
+    assert {"one.md — First", "one.md — Second", "two.md — Only"} <= currents

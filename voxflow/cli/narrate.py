@@ -57,11 +57,7 @@ def run_narrate(
             f"{len(plan.skipped)} unchanged (skipped); model {plan.model}"
         )
         if plan.has_work and run_flow:  # the CLI's Prefect flow; a no-op rerun never pays its start-up
-            unsubscribe = progress.subscribe(print_documents())
-            try:
-                summary = run_flow(source, settings, options)
-            finally:
-                unsubscribe()
+            summary = _run_with_progress(lambda: run_flow(source, settings, options), len(plan.todo))
         else:
             summary = run_inline(plan).as_dict()
     except (RunAbort, ConfigError, SourceError) as exc:
@@ -74,10 +70,28 @@ def run_narrate(
     return int(summary["exit_code"])
 
 
-def print_documents() -> Callable[[str, dict[str, Any]], None]:
+def _run_with_progress(run: Callable[[], dict[str, Any]], books: int) -> dict[str, Any]:
+    """``run()`` with a bar over its chunks on a terminal and a line per finished book."""
+    import os
+
     from rich.console import Console
 
+    from voxflow.cli.progress import NarrationProgress
+
     console = Console(highlight=False, soft_wrap=True)
+    with NarrationProgress(books, console, force_bar=os.environ.get("VOXFLOW_PROGRESS") == "1") as bar:
+        unsubscribe = [progress.subscribe(bar.on_event), progress.subscribe(print_documents(bar.bar.console))]
+        try:
+            return run()
+        finally:
+            for stop in unsubscribe:
+                stop()
+
+
+def print_documents(console: Any = None) -> Callable[[str, dict[str, Any]], None]:
+    from rich.console import Console
+
+    console = console or Console(highlight=False, soft_wrap=True)
 
     def listener(event: str, data: dict[str, Any]) -> None:
         if event == "narration.finished":

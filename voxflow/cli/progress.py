@@ -1,8 +1,9 @@
 """What the CLI shows while a transcription runs, fed by :mod:`voxflow.progress` events.
 
-Progress is counted in **audio seconds** across the batch (a 10-minute file moves the bar chunk
+A transcription's progress is counted in **audio seconds** across the batch (a 10-minute file moves the bar chunk
 by chunk), with files done, cost, the current file and an ETA. Without a terminal (cron,
-systemd, a pipe) it prints one line per finished file instead; ``quiet`` prints neither.
+systemd, a pipe) it prints one line per finished file instead; ``quiet`` prints neither. A
+narration's is counted in chunks to speak, with the current book and chapter.
 
 Events arrive from the run's task threads at once, so the tally takes a lock.
 """
@@ -114,6 +115,73 @@ class RunProgress:
                 markup=False,
                 highlight=False,
             )
+
+
+@dataclass
+class ChunkTally:
+    """A narration batch's chunks to speak and spoken (cached chunks are not counted), books
+    done, cost and the current book and chapter, from ``narration.*`` events."""
+
+    books_total: int
+    books_done: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    cost_usd: float = 0.0
+    current: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_event(self, event: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            if event == "narration.started":
+                self.current = data["document"]
+            elif event == "narration.chunks":
+                self.chunks_total += data["to_speak"]
+            elif event == "narration.chunk":
+                self.chunks_done += 1
+                self.cost_usd += data.get("cost_usd") or 0.0
+                chapter = data.get("chapter")
+                self.current = f"{data['document']} — {chapter}" if chapter else data["document"]
+            elif event == "narration.finished":
+                self.books_done += 1
+
+
+class NarrationProgress:
+    """A rich bar over a narration's chunks on a terminal (nothing elsewhere: the per-book
+    lines say enough), fed by ``narration.*`` events from the run's threads."""
+
+    def __init__(self, total_books: int, console: Console, *, force_bar: bool = False) -> None:
+        self.tally = ChunkTally(total_books)
+        self.bar = Progress(
+            TextColumn("[bold]narrating"),
+            BarColumn(),
+            TextColumn("{task.fields[chunks]} chunks · {task.fields[books]} books · ${task.fields[cost]:.4f}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+            transient=False,
+            disable=not (console.is_terminal or force_bar),
+        )
+        self.task = self.bar.add_task("chunks", total=None, chunks="", books="", cost=0.0, current="")
+
+    def __enter__(self) -> NarrationProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def on_event(self, event: str, data: dict[str, Any]) -> None:
+        self.tally.on_event(event, data)
+        tally = self.tally
+        self.bar.update(
+            self.task,
+            completed=tally.chunks_done,
+            total=tally.chunks_total or None,
+            chunks=f"{tally.chunks_done}/{tally.chunks_total}",
+            books=f"{tally.books_done}/{tally.books_total}",
+            cost=tally.cost_usd,
+            current=printable_name(tally.current)[-48:],
+        )
 
 
 def hms(seconds: float) -> str:

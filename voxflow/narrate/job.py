@@ -227,7 +227,8 @@ def _narrate(
         chunks += list(credits)
     cache = ChunkCache(out.state_dir() / "tts-cache")
     label = printable_name(rel)
-    speaking = synthesise_chunks(chunks, synth, sopts, cache, limiter, budget, label=label, stats=spent)
+    titles = {chapter.index: chapter.title for chapter in doc.chapters}
+    speaking = synthesise_chunks(chunks, synth, sopts, cache, limiter, budget, label=label, titles=titles, stats=spent)
     audio, stats = asyncio.run(speaking)
     if interrupts.requested():  # every chunk is cached; the book is assembled by the next run
         raise interrupts.Interrupted("the run was asked to stop before this book was assembled")

@@ -131,6 +131,7 @@ async def synthesise_chunks(
     budget: Budget,
     *,
     label: str = "",
+    titles: Mapping[int, str] | None = None,
     stats: SynthStats | None = None,
 ) -> tuple[dict[str, ChunkAudio], SynthStats]:
     """Audio for every chunk: from the cache, or synthesised concurrently under ``limiter``.
@@ -152,6 +153,8 @@ async def synthesise_chunks(
         else:
             todo[key] = chunk
     stats.chunks, stats.cached = len(audio) + len(todo), len(audio)
+    progress.emit("narration.chunks", document=label, to_speak=len(todo))
+    titles = titles or {}
     gated = synth.use_limiter(limiter)  # True: the engine holds a slot per request itself
     # … then at most the limiter's size of chunks enter the engine: the others wait here,
     # where a stop request still keeps them from starting
@@ -198,7 +201,9 @@ async def synthesise_chunks(
             stats.cost_by_key[key] = speech.cost_usd
             if speech.generation_id:
                 stats.generation_ids.append(speech.generation_id)
-        progress.emit("narration.chunk", document=label, chars=len(chunk.spoken), cost_usd=speech.cost_usd)
+        chapter = titles.get(chunk.chapter_index, "")
+        spoken = {"chars": len(chunk.spoken), "cost_usd": speech.cost_usd}
+        progress.emit("narration.chunk", document=label, chapter=chapter, **spoken)
 
     try:
         async with asyncio.TaskGroup() as group:
