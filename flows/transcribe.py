@@ -24,6 +24,7 @@ from voxflow.transcribe import (
     RunContext,
     RunPlan,
     finish_run,
+    minutes_missing,
     open_run,
     plan_run,
     record_outcome,
@@ -80,6 +81,7 @@ def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
             }
             results += [restore_recording(rec, done, ctx) for rec, done in plan.restore]
             translate_missing(ctx)
+            minutes_missing(ctx)
             for future in as_completed(list(submitted)):
                 if (result := _result_of(submitted[future], future, ctx, logger)) is not None:
                     results.append(result)

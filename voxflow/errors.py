@@ -16,7 +16,8 @@ Every failure a user can meet is one of these; the tree tells what to catch::
     │   ├── PermanentEngineError  fail this item, never retry
     │   │   ├── RequestRejected   400, 403, 413 (status kept)
     │   │   └── BadResponse       2xx we cannot understand
-    │   │       └── LinesMismatch a translation that lost, merged or added lines
+    │   │       ├── LinesMismatch a translation that lost, merged or added lines
+    │   │       └── MinutesInvalid an answer that is not minutes JSON, twice
     │   └── RunAbort              stop the whole run at once               → exit 3
     │       ├── AuthError         401
     │       ├── OutOfCredits      402
@@ -136,6 +137,10 @@ class LinesMismatch(BadResponse):
     def __init__(self, message: str, cost_usd: float = 0.0) -> None:
         super().__init__(message, transient=False)
         self.cost_usd = cost_usd
+
+
+class MinutesInvalid(BadResponse):
+    """A chat answer that is not minutes JSON (asked twice): no minutes are written."""
 
 
 class RunAbort(EngineError):

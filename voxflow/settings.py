@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     language: str | None = None  # ISO-639-1 code; None (or "auto") = detect
     translate_to: Annotated[tuple[str, ...], NoDecode] = ()  # ISO-639-1 codes: also write a translation into each
     translation_model: str = OPENROUTER_CHAT_DEFAULT  # OpenRouter chat model for --translate-to
+    minutes: bool = False  # also write <stem>.minutes.md (summary, decisions, action items) through chat
+    minutes_model: str = OPENROUTER_CHAT_DEFAULT  # OpenRouter chat model for --minutes
     audio_language: str | None = None  # ISO-639-1: the audio track to transcribe in a file with several
     formats: tuple[str, ...] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)

@@ -132,6 +132,18 @@ def transcribe(
         str | None,
         typer.Option(help="In files with several audio tracks, the one in this language (default: the default track)."),
     ] = None,
+    minutes: Annotated[
+        bool,
+        typer.Option(
+            "--minutes",
+            help="Also write <stem>.minutes.md: summary, decisions, action items, each citing the transcript's "
+            "[mm:ss] times (OpenRouter chat; needs OPENROUTER_API_KEY).",
+        ),
+    ] = False,
+    minutes_model: Annotated[
+        str | None,
+        typer.Option(help=with_default("OpenRouter chat model for --minutes.", "minutes_model")),
+    ] = None,
 ) -> None:
     """Transcribe every new recording under SOURCE: transcripts, subtitles, Parquet."""
     settings = settings_from(
@@ -156,6 +168,8 @@ def transcribe(
         translate_to=translate_to,
         translation_model=translation_model,
         audio_language=audio_language,
+        minutes=minutes or None,
+        minutes_model=minutes_model,
     )
     raise typer.Exit(run_transcribe(source, settings, notifier_for("transcribe", notify, notify_always)))
 

@@ -35,6 +35,7 @@ def check_transcription(settings: Settings) -> None:
     """Refuse settings the transcription engine would ignore, before any work."""
     model = settings.transcription_model
     check_translation(settings)
+    check_minutes(settings)
     if not model.startswith("local/"):
         return  # OpenRouter models: checked against GET /models when there is work
     if settings.diarize:
@@ -58,6 +59,28 @@ def check_translation(settings: Settings) -> None:
             "needs OPENROUTER_API_KEY (offline translation is into English only, with a local/… model); "
             "export the key, or leave them out"
         )
+
+
+def check_minutes(settings: Settings) -> None:
+    """Minutes are written through OpenRouter chat: refuse --minutes without a key before any work."""
+    if settings.minutes and not settings.openrouter.has_key:
+        raise ConfigError(
+            "--minutes: meeting minutes are written through OpenRouter chat and need OPENROUTER_API_KEY; "
+            "export the key, or leave --minutes out"
+        )
+
+
+def validate_minutes_model(settings: Settings) -> None:
+    """Check ``--minutes-model`` (an OpenRouter chat model) against GET /models before a batch."""
+    import asyncio
+
+    from voxflow.engines.openrouter import validate_model
+    from voxflow.errors import UnknownModel
+
+    try:
+        asyncio.run(validate_model(settings, settings.minutes_model, "text"))
+    except UnknownModel as exc:
+        raise UnknownModel(f"--minutes-model (VOXFLOW_MINUTES_MODEL): {exc}") from None
 
 
 def run_transcribe(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -103,6 +126,7 @@ def _transcribe_locked(
             f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
             f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
             + (f", {len(plan.translate)} to translate from the catalog" if plan.translate else "")
+            + (f", {len(plan.minutes)} to write minutes for from the catalog" if plan.minutes else "")
             + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
             + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
         )
@@ -112,6 +136,8 @@ def _transcribe_locked(
     try:
         if settings.chat_targets and (plan.has_work or plan.translate):
             validate_chat_model(settings, settings.translation_model)
+        if settings.minutes and (plan.has_work or plan.minutes):
+            validate_minutes_model(settings)
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
         else:
@@ -122,6 +148,8 @@ def _transcribe_locked(
                 if settings.chat_targets:
                     targets = ", ".join(settings.chat_targets)
                     console.print(f"translation: OpenRouter [bold]{settings.translation_model}[/] → {targets}")
+                if settings.minutes:
+                    console.print(f"minutes: OpenRouter [bold]{settings.minutes_model}[/]")
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
@@ -195,6 +223,14 @@ def _translations_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [("translations", f"{done} written" + (f", {failed} failed (no sidecars)" if failed else ""))]
 
 
+def _minutes_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary's minutes line, when the run wrote or failed any."""
+    done, failed = summary.get("minutes", 0), summary.get("minutes_failed", 0)
+    if not (done or failed):
+        return []
+    return [("minutes", f"{done} written" + (f", {failed} failed (no file)" if failed else ""))]
+
+
 def get_ready(settings: Settings) -> None:
     """Once there is work: the engine process starts loading the model, and the Prefect API is
     found or started on its own thread, while this thread checks the model and imports the flow."""
@@ -215,6 +251,7 @@ def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) ->
         ("waiting to settle", summary["unsettled"]),
         ("gone from source (rows kept)", summary.get("deleted", 0)),
         *_translations_row(summary),
+        *_minutes_row(summary),
         ("audio", hms(summary["audio_s"])),
         ("cost", f"${summary['cost_usd']:.4f}"),
         ("wall time", f"{wall_s:.1f} s"),

@@ -45,6 +45,7 @@ COMMIT_ORDER = (
     "narrations",
     "outputs",
     "translations",
+    "minutes",
     "transcripts",
 )  # transcripts last: the commit marker
 QUARANTINE = "catalog/_quarantine"
@@ -617,6 +618,27 @@ SCHEMAS["translations"] = pa.schema(
         ("error_message", pa.string()),
         ("path", pa.string()),  # the first sidecar written (srt when asked for); null when failed
         ("outputs", pa.list_(pa.string())),
+        ("run_id", pa.string()),
+        ("finished_at", _ts),
+    ]
+)
+
+# --- minutes: one row per recording per run that made (or failed to make) its --minutes ----
+SCHEMAS["minutes"] = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("rel_path", pa.string()),
+        ("model", pa.string()),  # the OpenRouter chat model
+        ("summary", pa.string()),
+        ("decisions", pa.string()),  # JSON list of {text, cites: ["mm:ss", …]}
+        ("action_items", pa.string()),  # JSON list of {text, owner, due, cites}
+        ("n_requests", pa.int32()),  # chat calls made (map, reduce and asked-again)
+        ("cost_usd", pa.float64()),
+        ("status", pa.string()),  # done | failed (no file written)
+        ("error_message", pa.string()),
+        ("warnings", pa.list_(pa.string())),  # points dropped for citing what is not in the transcript
+        ("path", pa.string()),  # <stem>.minutes.md; null when failed or left alone
         ("run_id", pa.string()),
         ("finished_at", _ts),
     ]

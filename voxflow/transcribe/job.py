@@ -42,6 +42,7 @@ from voxflow.transcribe.chunks import (
     stitch,
     transcribe_prepared,
 )
+from voxflow.transcribe.minutes import MinutesJob, MinutesOutcome, minutes_for, minutes_writer
 from voxflow.transcribe.outputs import SidecarWrites, write_sidecars
 from voxflow.transcribe.plan import failed_result, transcribe_options, writer_name
 from voxflow.transcribe.translations import (
@@ -95,6 +96,7 @@ class RunResources(OfRun):
     ledger: OutputLedger
     scratch: Path | None = None  # temporary audio of this run (voxflow.scratch)
     translator: OpenRouterChat | None = None  # --translate-to through OpenRouter chat
+    minutes_chat: OpenRouterChat | None = None  # --minutes through OpenRouter chat
     aborted: RunAbort | None = None  # set by the first task that aborts: the rest do not start
 
     @property
@@ -114,6 +116,8 @@ def prepared(res: RunResources) -> RunResources:
     asyncio.run(res.engine.prepare())  # key, model, pricing: fail fast
     if res.translator is not None:
         asyncio.run(res.translator.prepare())
+    if res.minutes_chat is not None:
+        asyncio.run(res.minutes_chat.prepare())
     return res
 
 
@@ -123,7 +127,9 @@ def build_resources(
     settings = spec.settings
     engine = engine or get_transcriber(settings)
     remote = not is_local(settings.transcription_model)
-    limiter = request_limiter(settings.concurrency, spec.run_id, remote=remote or bool(settings.chat_targets))
+    limiter = request_limiter(
+        settings.concurrency, spec.run_id, remote=remote or bool(settings.chat_targets) or settings.minutes
+    )
     engine.use_limiter(limiter)
     out = OutputTree(settings.out)
     return RunResources(
@@ -135,6 +141,7 @@ def build_resources(
         budget=Budget(settings.budget_usd),
         ledger=ledger or OutputLedger.load(out, CatalogIndex.load(out), writer_name(settings)),
         translator=chat_translator(settings, limiter),
+        minutes_chat=minutes_writer(settings, limiter),
     )
 
 
@@ -154,6 +161,7 @@ class RecordingOutcome:
     checkpoints: str | None = None  # its chunk checkpoints: dropped once the catalog has the rows
     translations: tuple[dict[str, Any], ...] = ()  # ``translations`` rows of its chat translations
     aborted: RunAbort | None = None  # a translation met a RunAbort after the recording was done
+    minutes: tuple[dict[str, Any], ...] = ()  # its ``minutes`` row (--minutes)
 
 
 def transcribe_recording(rec: Recording, spec: RunSpec) -> RecordingOutcome:
@@ -207,6 +215,8 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
         writes.append(write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
     translated = chat_translations(rec, transcript, playable_ms, ctx)
     writes += translated.writes
+    minutes = chat_minutes(rec, transcript, playable_ms, ctx)
+    writes += minutes.writes
     left_alone = [note for w in writes for note in w.left_alone]
     outputs = [uri for w in writes for uri in w.written]
     result = RecordingResult(
@@ -222,11 +232,11 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
         segments=transcript.segments,
         n_chunks=stats.chunks,
         attempts=stats.requests,
-        cost_usd=transcript.cost_usd + translated.cost_usd,
+        cost_usd=transcript.cost_usd + translated.cost_usd + minutes.cost_usd,
         started_at=started,
         finished_at=time.time(),
         outputs=tuple(outputs),
-        warnings=(*warnings, *left_alone, *translated.warnings),
+        warnings=(*warnings, *left_alone, *translated.warnings, *minutes.warnings),
         truncated=prepared.truncated,
         quality=_quality(transcript, prepared, stats),
         worker=where_am_i(),
@@ -234,7 +244,8 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     )
     claims = tuple(c.row() for w in writes for c in w.claims)
     folder = str(stats.checkpoints.folder) if stats.checkpoints else None
-    return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows, translated.aborted)
+    aborted = translated.aborted or minutes.aborted
+    return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows, aborted, minutes.rows)
 
 
 def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> Translations:
@@ -249,6 +260,19 @@ def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, 
     translated = translate_recording(job)
     ctx.aborted = ctx.aborted or translated.aborted  # the recording is done; what comes after does not start
     return translated
+
+
+def chat_minutes(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> MinutesOutcome:
+    """The recording's --minutes, made through OpenRouter chat and written beside its sidecars."""
+    if ctx.minutes_chat is None or ctx.aborted:
+        return MinutesOutcome()
+    job = MinutesJob(
+        rec, transcript, duration_ms, ctx.minutes_chat, ctx.budget, ctx.ledger, ctx.settings, ctx.run_id,
+        writer_name(ctx.settings),
+    )  # fmt: skip
+    made = minutes_for(job)
+    ctx.aborted = ctx.aborted or made.aborted
+    return made
 
 
 def _quality(transcript: Transcript, prepared: PreparedAudio, stats: ChunkStats) -> Quality:

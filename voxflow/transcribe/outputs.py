@@ -129,3 +129,38 @@ def write_doc(
     written = [t.tree.write_text(t.rel, rendered[t.fmt]) for t in writable]
     left_alone = [left_alone_note(t) for t in targets if t not in writable]
     return SidecarWrites(written, claims, left_alone)
+
+
+def extra_target(
+    rec: Recording, suffix: str, ledger: OutputLedger, settings: Settings, existing: set[str] | None = None
+) -> SidecarTarget:
+    """Where a further sidecar of the recording goes, ``<stem>.<suffix>`` (``talk.minutes.md``),
+    under the first stem no other recording owns, as sidecar_targets chooses."""
+    tree, folder = _sidecar_tree(rec, settings)
+    name = rec.rel_path.rsplit("/", 1)[-1]
+    stems = dict.fromkeys((rec.sidecar_stem or rec.stem, name, f"{name}.{rec.recording_id[:12]}"))
+    for stem in stems:
+        target = _target(rec, tree, folder, f"{stem}.{suffix}", suffix.rsplit(".", 1)[-1], ledger, existing)
+        if target.state != "taken":
+            break
+    return target
+
+
+def write_claimed(
+    rec: Recording,
+    target: SidecarTarget,
+    text: str,
+    ledger: OutputLedger,
+    settings: Settings,
+    *,
+    run_id: str,
+    writer: str,
+) -> SidecarWrites:
+    """Write ``text`` to ``target`` (claimed in the ledger first, written under a temporary name
+    and renamed); a file voxflow did not write is left alone unless ``--overwrite``."""
+    if target.state == "foreign" and not settings.overwrite:
+        return SidecarWrites([], [], [left_alone_note(target)])
+    data = text.encode("utf-8")
+    claim = Claim(ledger.key(target.uri), rec.recording_id, rec.uri, sha256_of(data), run_id, time.time())
+    ledger.journal([claim], writer, run_id)
+    return SidecarWrites([target.tree.write_bytes(target.rel, data)], [claim], [])

@@ -29,6 +29,7 @@ from voxflow.models import (
 )
 from voxflow.ownership import OutputLedger
 from voxflow.settings import Settings
+from voxflow.transcribe.minutes import minutes_target
 from voxflow.transcribe.outputs import left_alone_note, sidecar_targets
 from voxflow.transcribe.translations import targets_for
 
@@ -69,6 +70,8 @@ class RunPlan:
     subtitled: list[tuple[Recording, str]] = field(default_factory=list)  # has the wanted subtitles already
     # done, but --translate-to languages (chat) are missing: translated from the catalog's transcript
     translate: list[tuple[Recording, DoneRecord, tuple[str, ...]]] = field(default_factory=list)
+    # done, but --minutes are missing: made from the catalog's transcript
+    minutes: list[tuple[Recording, DoneRecord]] = field(default_factory=list)
     ignored: int = 0
     found: int = 0
 
@@ -117,10 +120,13 @@ def plan_run(source: str, settings: Settings) -> RunPlan:
         elif _sidecars_settled(rec, done.language, plan, existing):
             plan.skipped.append(rec)
             _translate_if_missing(plan, rec, done, index, existing)
+            _minutes_if_missing(plan, rec, done, index, existing)
         else:
             _restore_or_redo(plan, rec, index.restorable(rec.recording_id, plan.options_hash))
             if plan.restore and plan.restore[-1][0] is rec:
                 _translate_if_missing(plan, rec, plan.restore[-1][1], index, existing)
+            if plan.restore and plan.restore[-1][0] is rec:
+                _minutes_if_missing(plan, rec, plan.restore[-1][1], index, existing)
     cache.save()
     plan.todo, plan.twins = _split_twins(plan.todo)
     plan.deleted = _deleted(source, scanned, present, index, settings.shard)
@@ -283,6 +289,28 @@ def _translate_if_missing(
     if rec in plan.skipped:
         plan.skipped.remove(rec)
     plan.restore = [(r, d) for r, d in plan.restore if r is not rec]
+    plan.todo.append(rec)
+
+
+def _minutes_if_missing(
+    plan: RunPlan, rec: Recording, done: DoneRecord, index: CatalogIndex, existing: set[str]
+) -> None:
+    """--minutes whose file is missing are made from the catalog's transcript (a recording
+    about to be transcribed again gets them from its task; without a whole transcript in the
+    catalog, it is transcribed again)."""
+    if not plan.settings.minutes or rec in plan.todo or not (done.n_segments or done.text):
+        return
+    state = minutes_target(rec, plan.ledger, plan.settings, existing).state
+    if state == "mine" or (state == "foreign" and not plan.settings.overwrite):
+        return  # there (ours, or a file voxflow leaves alone)
+    whole = index.restorable(rec.recording_id, plan.options_hash)
+    if whole is not None:
+        plan.minutes.append((rec, whole))
+        return
+    if rec in plan.skipped:
+        plan.skipped.remove(rec)
+    plan.restore = [(r, d) for r, d in plan.restore if r is not rec]
+    plan.translate = [t for t in plan.translate if t[0] is not rec]
     plan.todo.append(rec)
 
 

@@ -40,6 +40,13 @@ from voxflow.transcribe.job import (
     transcribe_recording,
     write_outputs,
 )
+from voxflow.transcribe.minutes import (
+    MinutesJob,
+    MinutesOutcome,
+    failed_minutes_row,
+    minutes_failures,
+    minutes_for,
+)
 from voxflow.transcribe.outputs import SidecarWrites
 from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
 from voxflow.transcribe.translations import (
@@ -66,6 +73,7 @@ class RunContext(OfRun):
     aborted: RunAbort | None = None
     left_alone: list[str] = field(default_factory=list)  # sidecar files voxflow did not write
     translations: list[dict[str, Any]] = field(default_factory=list)  # ``translations`` rows of this run
+    minutes: list[dict[str, Any]] = field(default_factory=list)  # ``minutes`` rows of this run
 
     @property
     def model(self) -> str:
@@ -80,7 +88,7 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     out = OutputTree(settings.out)
     scratch.sweep(out)  # what runs killed earlier left behind
     res = build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
-    RESOURCES.put(spec.run_id, prepared(res) if plan.todo or plan.translate else res)
+    RESOURCES.put(spec.run_id, prepared(res) if plan.todo or plan.translate or plan.minutes else res)
     return RunContext(
         spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer=writer_name(settings))
     )
@@ -92,6 +100,7 @@ def record_outcome(ctx: RunContext, outcome: RecordingOutcome) -> RecordingResul
         return None
     ctx.catalog.add_rows("outputs", outcome.claims)
     _add_translations(ctx, outcome.translations)
+    _add_minutes(ctx, outcome.minutes)
     ctx.aborted = ctx.aborted or outcome.aborted
     ctx.left_alone.extend(outcome.left_alone)
     clear = ChunkCheckpoints(Path(outcome.checkpoints)).clear if outcome.checkpoints else None
@@ -101,6 +110,42 @@ def record_outcome(ctx: RunContext, outcome: RecordingOutcome) -> RecordingResul
 def _add_translations(ctx: RunContext, rows: Sequence[dict[str, Any]]) -> None:
     ctx.catalog.add_rows("translations", rows)
     ctx.translations.extend(rows)
+
+
+def _add_minutes(ctx: RunContext, rows: Sequence[dict[str, Any]]) -> None:
+    ctx.catalog.add_rows("minutes", rows)
+    ctx.minutes.extend(rows)
+
+
+def minutes_missing(ctx: RunContext) -> None:
+    """The --minutes the plan found missing for recordings already done: each made from the
+    transcript in the catalog (no audio, no transcription), in the planning process."""
+    for rec, done in ctx.plan.minutes:
+        if ctx.aborted or interrupts.requested():
+            return
+        try:
+            transcript = load_transcript(ctx.out, done)
+        except VoxflowError as exc:  # e.g. the catalog lost its segments: the rerun after redoes them
+            _add_minutes(ctx, [failed_minutes_row(rec, ctx.settings, ctx.run_id, str(exc))])
+            continue
+        _minutes_here(rec, transcript, round(done.duration_s * 1000), ctx)
+
+
+def _minutes_here(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> MinutesOutcome:
+    """minutes_for in the planning process: rows, claims and notes go straight to the run."""
+    res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
+    if res.minutes_chat is None or ctx.aborted:
+        return MinutesOutcome()
+    job = MinutesJob(
+        rec, transcript, duration_ms, res.minutes_chat, res.budget, ctx.plan.ledger, ctx.settings, ctx.run_id,
+        writer_name(ctx.settings),
+    )  # fmt: skip
+    made = minutes_for(job)
+    ctx.catalog.add_rows("outputs", [c.row() for w in made.writes for c in w.claims])
+    ctx.left_alone.extend(note for w in made.writes for note in w.left_alone)
+    _add_minutes(ctx, made.rows)
+    ctx.aborted = ctx.aborted or made.aborted
+    return made
 
 
 def translate_missing(ctx: RunContext) -> None:
@@ -214,15 +259,17 @@ def write_twin(twin: Recording, results: list[RecordingResult], ctx: RunContext)
     except VoxflowError as exc:
         return _record(ctx, failed_result(twin, exc, ctx.plan.options_hash, leader.model, started))
     translated = _translate_here(twin, transcript, leader.duration_ms, targets_for(ctx.settings, leader.language), ctx)
+    minutes = _minutes_here(twin, transcript, leader.duration_ms, ctx)
     note = f"same content as {printable_name(leader.recording.rel_path)}: written from its transcript"
+    extra = tuple(uri for w in (*translated.writes, *minutes.writes) for uri in w.written)
     twin_result = replace(
         leader,
         recording=twin,
-        outputs=tuple(writes.written) + tuple(uri for w in translated.writes for uri in w.written),
-        warnings=(*leader.warnings, note, *writes.left_alone, *translated.warnings),
+        outputs=tuple(writes.written) + extra,
+        warnings=(*leader.warnings, note, *writes.left_alone, *translated.warnings, *minutes.warnings),
         n_chunks=0,
         attempts=0,
-        cost_usd=translated.cost_usd,
+        cost_usd=translated.cost_usd + minutes.cost_usd,
         started_at=started,
         finished_at=time.time(),
         worker=where_am_i(),
@@ -255,6 +302,8 @@ class RunSummary:
     subtitled: int = 0  # not transcribed: subtitles in the wanted language are already beside them
     translated: int = 0  # --translate-to languages written through chat in this run
     translations_failed: int = 0  # … and those that failed (no sidecars written)
+    minutes: int = 0  # --minutes files written in this run
+    minutes_failed: int = 0  # … and recordings whose minutes failed (no file written)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,7 +337,10 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         aborted=manifest["aborted"],
         failures=manifest["errors"],
         manifest=manifest_uri,
-        exit_code=exit_code(aborted=ctx.aborted is not None, failed=bool(failed or manifest["translations"]["failed"])),
+        exit_code=exit_code(
+            aborted=ctx.aborted is not None,
+            failed=bool(failed or manifest["translations"]["failed"] or manifest["minutes"]["failed"]),
+        ),
         deleted=len(plan.deleted),
         interrupted=manifest["interrupted"],
         left_undone=len(manifest["left_undone"]),
@@ -297,6 +349,8 @@ def finish_run(ctx: RunContext, results: list[RecordingResult]) -> RunSummary:
         subtitled=len(plan.subtitled),
         translated=manifest["translations"]["done"],
         translations_failed=manifest["translations"]["failed"],
+        minutes=manifest["minutes"]["done"],
+        minutes_failed=manifest["minutes"]["failed"],
     )
 
 
@@ -331,11 +385,18 @@ def _manifest(ctx: RunContext, results: list[RecordingResult], failed: list[Reco
         "errors": [
             *({"file": r.recording.rel_path, "kind": r.error_kind, "message": r.error_message} for r in failed),
             *translation_failures(ctx.translations),
+            *minutes_failures(ctx.minutes),
         ],
         "translations": {
             "done": sum(r["status"] == "done" for r in ctx.translations),
             "failed": len(translation_failures(ctx.translations)),
             "from_catalog": len(plan.translate),
+        },
+        "minutes": {
+            "done": sum(r["status"] == "done" for r in ctx.minutes),
+            "failed": len(minutes_failures(ctx.minutes)),
+            "from_catalog": len(plan.minutes),
+            "cost_usd": round(sum(r["cost_usd"] for r in ctx.minutes), 6),
         },
         "unsettled": [r.rel_path for r in plan.unsettled],
         "passed_over": [{"path": p.rel_path, "reason": p.reason} for p in plan.passed_over],
@@ -349,9 +410,13 @@ def _manifest(ctx: RunContext, results: list[RecordingResult], failed: list[Reco
 
 
 def _catalog_only_cost(ctx: RunContext) -> float:
-    """What the translations made from the catalog cost (the others are in their recording's cost)."""
-    from_catalog = {rec.recording_id for rec, _, _ in ctx.plan.translate}
-    return sum(r["cost_usd"] for r in ctx.translations if r["recording_id"] in from_catalog)
+    """What the translations and minutes made from the catalog cost (the others are in their
+    recording's cost)."""
+    translated = {rec.recording_id for rec, _, _ in ctx.plan.translate}
+    summed = {rec.recording_id for rec, _ in ctx.plan.minutes}
+    return sum(r["cost_usd"] for r in ctx.translations if r["recording_id"] in translated) + sum(
+        r["cost_usd"] for r in ctx.minutes if r["recording_id"] in summed
+    )
 
 
 def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
@@ -359,6 +424,7 @@ def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
     ctx = open_run(plan, run_id)
     results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
     translate_missing(ctx)
+    minutes_missing(ctx)
     for rec in plan.todo:
         try:
             result = record_outcome(ctx, transcribe_recording(rec, ctx.spec))

@@ -167,7 +167,12 @@ async def _complete(request: Request, state: EmulatorState, entry: dict[str, Any
     fault_answer = await state.chat_faults.inject(entry, "chat")
     if fault_answer is not None:
         return fault_answer
-    if target is None:
+    entry["minutes"] = chat.asks_for_minutes(messages)
+    entry["prompt_tokens"] = used
+    entry["context_length"] = model.context_length
+    if entry["minutes"]:
+        content = chat.minutes(messages, bad_cite=state.spoil_a_cite())
+    elif target is None:
         content = chat.echoed(messages)
     else:
         content = chat.translated(messages, target, lose_a_line=state.lose_a_line(target))
@@ -175,6 +180,7 @@ async def _complete(request: Request, state: EmulatorState, entry: dict[str, Any
     result = chat.completion_body(model, content, used, generation, int(time.time()))
     state.spend(result["usage"]["cost"])
     entry["cost"] = result["usage"]["cost"]
+    entry["completion_tokens"] = result["usage"]["completion_tokens"]
     return JSONResponse(result, headers={"X-Generation-Id": generation})
 
 

@@ -8,6 +8,14 @@ The answer is a checkable transformation of the input, so tests know exactly wha
   same numbered lines, in order, each text prefixed with ``[<code>] ``: ``3. Hello`` →
   ``3. [fr] Hello``. Reversible: strip the prefix and the original line is back.
   ``lose_line_for`` / ``lose_line_limit`` make such an answer lose its last line.
+* **minutes** — when a system message asks for ``minutes JSON`` (voxflow's minutes prompt
+  does), the answer is that JSON object built from the last user message's lines that start
+  with a timestamp (``[mm:ss] …`` or ``[h:mm:ss] …``): the summary is ``Discussed: <text of
+  the first such line> [<its time>]``; one decision ``Decided: <text of the middle line>``
+  citing the middle line's time; one action item ``Follow up: <text of the last line>``,
+  owner ``Alex``, due ``Friday``, citing the last line's time. Every cited time is one the
+  prompt holds. ``bad_cites=N`` makes the first N such answers cite ``59:59`` for the action
+  item instead, a time the prompt does not hold (``bad_cites=None``: every answer).
 * **anything else** — ``[emulator] `` followed by the last user message's first line.
 
 ``usage`` counts tokens as characters / 4 (rounded up) and bills them at the model's prices.
@@ -15,6 +23,7 @@ The answer is a checkable transformation of the input, so tests know exactly wha
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -24,6 +33,9 @@ from voxflow.testing.emulator.protocol import Problem
 
 CHARS_PER_TOKEN = 4
 NUMBERED = re.compile(r"^\s*(\d+)\.\s?(.*)$")
+STAMPED = re.compile(r"^\s*\[((?:\d+:)?\d{1,2}:\d{2})\]\s*(.*)$")
+MINUTES_MARK = "minutes JSON"
+IMPOSSIBLE_CITE = "59:59"
 TARGET = re.compile(r"Target language:\s*([A-Za-z]{2,3})\b")
 ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})
 RESPONSE_TYPES = frozenset({"text", "json_object", "json_schema"})
@@ -99,6 +111,39 @@ def translated(messages: list[dict[str, str]], target: str, lose_a_line: bool) -
     """The numbered lines, each text prefixed with ``[target] `` (the last one gone when asked)."""
     lines = [f"{n}. [{target}] {text}" for n, text in numbered_lines(last_user(messages))]
     return "\n".join(lines[:-1] if lose_a_line else lines)
+
+
+def asks_for_minutes(messages: list[dict[str, str]]) -> bool:
+    return any(MINUTES_MARK in m["content"] for m in messages if m["role"] in ("system", "developer"))
+
+
+def stamped_lines(text: str) -> list[tuple[str, str]]:
+    """(time, text) of the lines of ``text`` that start with ``[mm:ss]`` / ``[h:mm:ss]``."""
+    return [(m.group(1), m.group(2).strip()) for line in text.splitlines() if (m := STAMPED.match(line))]
+
+
+def minutes(messages: list[dict[str, str]], bad_cite: bool) -> str:
+    """The minutes JSON built from the prompt's timestamped lines (see the module docstring)."""
+    lines = stamped_lines(last_user(messages)) or [("00:00", "")]
+    (first_at, first), (middle_at, middle), (last_at, last) = lines[0], lines[len(lines) // 2], lines[-1]
+    answer = {
+        "summary": f"Discussed: {_plain(first)} [{first_at}]",
+        "decisions": [{"text": f"Decided: {_plain(middle)}", "cites": [middle_at]}],
+        "action_items": [
+            {
+                "text": f"Follow up: {_plain(last)}",
+                "owner": "Alex",
+                "due": "Friday",
+                "cites": [IMPOSSIBLE_CITE if bad_cite else last_at],
+            }
+        ],
+    }
+    return json.dumps(answer)
+
+
+def _plain(text: str) -> str:
+    """A line's text without the timestamps in it (the reduce step's lines carry several)."""
+    return " ".join(re.sub(r"\[(?:\d+:)?\d{1,2}:\d{2}\]", " ", text).split())
 
 
 def echoed(messages: list[dict[str, str]]) -> str:

@@ -30,6 +30,7 @@ class EmulatorState:
         self.chat_faults = FaultInjector(config, config.chat_faults, config.chat_fault_limit)
         self.chat = {m.id: m for m in config.chat_models}
         self.lines_to_lose = config.lose_line_limit  # None: every translation for lose_line_for
+        self.cites_to_spoil = config.bad_cites  # None: every minutes answer
         self.stt = {m.id: m for m in config.stt_models}
         self.tts = {m.id: m for m in config.tts_models}
         self._lock = threading.Lock()
@@ -67,6 +68,16 @@ class EmulatorState:
             if self.lines_to_lose <= 0:
                 return False
             self.lines_to_lose -= 1
+            return True
+
+    def spoil_a_cite(self) -> bool:
+        """True when this minutes answer is to cite a time its prompt does not hold (``bad_cites``)."""
+        with self._lock:
+            if self.cites_to_spoil is None:
+                return True
+            if self.cites_to_spoil <= 0:
+                return False
+            self.cites_to_spoil -= 1
             return True
 
     def credit_left(self) -> bool:
