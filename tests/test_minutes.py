@@ -27,6 +27,7 @@ from voxflow.transcribe import plan_run, run_inline
 KEY = "sk-or-v1-minutes-0123456789abcdef-SECRET"
 STAMP = re.compile(r"\[(?:(\d+):)?(\d{1,2}):(\d{2})\]")
 SLACK_S = 3
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture()
@@ -288,3 +289,41 @@ def test_parts_hold_every_line_once_in_order_within_room(lines: list[str], room:
     parts = split_lines(lines, room)
     assert [line for part in parts for line in part] == lines
     assert all(part and (len(part) == 1 or sum(len(x) + 1 for x in part) <= room) for part in parts)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing: apt-get install chromium (./dev test)")
+def test_a_minutes_citation_on_the_review_page_seeks_the_player(api, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_review import start_server, stop
+
+    api(fast_text=True)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 1, 20)
+    assert run_inline(plan_run(str(src), settings(out, minutes=True))).exit_code == 0
+    cited = {seconds(m) for m in STAMP.finditer((out / "rec0.minutes.md").read_text())}
+    (rec,) = catalog(out, "transcripts")
+    proc, base = start_server(out)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(f"pageerror {exc}"))
+            page.on("console", lambda msg: errors.append(f"console {msg.text}") if msg.type == "error" else None)
+            assert page.goto(f"{base}/recording/{rec['recording_id']}").status == 200
+            links = page.locator("#minutes a.cite")
+            shown = [links.nth(i).inner_text() for i in range(links.count())]
+            assert len(shown) == 3, shown  # the summary's, the decision's and the action item's
+            assert {seconds(STAMP.fullmatch(s)) for s in shown} == cited  # type: ignore[arg-type]
+            page.wait_for_function("document.getElementById('player').readyState >= 1")
+            last = links.nth(links.count() - 1)
+            target = seconds(STAMP.fullmatch(last.inner_text()))  # type: ignore[arg-type]
+            assert target > 5
+            last.click()
+            page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {target}) < 1.5")
+            assert page.url.startswith(f"{base}/recording/"), "the link seeks in place"
+            browser.close()
+    finally:
+        stop(proc)
+    assert errors == [], errors

@@ -141,6 +141,39 @@ class Catalog:
             [str(part), done["recording_id"], done["run_id"]],
         )
 
+    def minutes(self, recording_id: str, rel_path: str) -> dict[str, Any] | None:
+        """The latest minutes made for the file, as the page shows them (None: none made)."""
+        glob = self.table_glob("minutes")
+        if glob is None:
+            return None
+        rows = self.query(
+            "select * from read_parquet(?, union_by_name = true) where recording_id = ? and rel_path = ? "
+            "and status = 'done' order by finished_at desc nulls last, run_id desc limit 1",
+            [glob, recording_id, rel_path],
+        )
+        return shown_minutes(rows[0]) if rows else None
+
+
+def shown_minutes(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``minutes`` row for the page: the summary cut into text and cited times (seconds), and
+    each decision and action item with its cited times as seconds."""
+    from voxflow.minutes import TIMESTAMP, parse_ts
+
+    def cites(point: dict[str, Any]) -> list[tuple[str, float]]:
+        return [(c, ms / 1000) for c in point.get("cites") or [] if (ms := parse_ts(c)) is not None]
+
+    summary: list[tuple[str, float | None]] = []
+    for i, piece in enumerate(TIMESTAMP.split(row.get("summary") or "")):
+        ms = parse_ts(piece) if i % 2 else None
+        summary.append((f"[{piece}]", ms / 1000) if ms is not None else (piece, None))
+    points = {k: json.loads(row.get(k) or "[]") for k in ("decisions", "action_items")}
+    return {
+        "summary": summary,
+        "decisions": [{**p, "times": cites(p)} for p in points["decisions"]],
+        "action_items": [{**p, "times": cites(p)} for p in points["action_items"]],
+        "model": row.get("model"),
+    }
+
 
 class AnyPath(Convertor[str]):
     """A path that may hold any character, newlines too (Starlette's ``path`` stops at one)."""
@@ -218,7 +251,8 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         is_video = media is not None and media.suffix.lower() in (".mp4", ".mkv", ".webm", ".mov", ".m4v")
         return render("recording.html", rec=latest, done=done, segments=catalog.segments(done) if done else [],
                       sidecars=sidecars, vtt=vtt, qa=qa, start=start, has_media=media is not None,
-                      is_video=is_video)  # fmt: skip
+                      is_video=is_video, minutes=catalog.minutes(latest["recording_id"], latest["rel_path"]),
+                      urlencode=urlencode)  # fmt: skip
 
     def search_page(request: Request) -> Response:
         query = request.query_params.get("q", "").strip()

@@ -1,5 +1,5 @@
 // Each player (an <audio>/<video> with data-cues naming its list of .cue lines): a click on a line
-// seeks there, the line being spoken is highlighted, data-start (?t=) starts there; one plays at a time.
+// (or on a minutes citation, an <a data-seek="seconds"> in the page) seeks there, the line being spoken is highlighted, data-start (?t=) starts there; one plays at a time.
 "use strict";
 (function () {
   const players = Array.from(document.querySelectorAll("audio[data-cues], video[data-cues]"));
@@ -19,6 +19,15 @@
         cue.classList.toggle("current", on);
       });
     };
+    if (player === players[0]) {
+      document.querySelectorAll("a[data-seek]").forEach((link) => {
+        link.addEventListener("click", (e) => {
+          e.preventDefault();
+          seek(parseFloat(link.dataset.seek));
+          player.play().catch(() => {});
+        });
+      });
+    }
     player.addEventListener("timeupdate", highlight);
     player.addEventListener("seeked", highlight);
     player.addEventListener("play", () => players.forEach((other) => { if (other !== player) other.pause(); }));
