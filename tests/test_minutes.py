@@ -125,14 +125,22 @@ def test_minutes_cite_only_moments_of_the_transcript_and_are_recorded(api, tmp_p
     assert manifest["minutes"]["done"] == 2 and summary.minutes == 2
 
 
-def test_a_long_transcript_is_map_reduced_within_the_models_context(api, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "seconds_long"),
+    [("acme/small", 150), ("meta-llama/llama-3.1-8b-instruct", 720)],  # contexts of 700 and 2048 tokens
+)
+def test_a_long_transcript_is_map_reduced_within_the_models_context(
+    api, tmp_path: Path, model: str, seconds_long: int
+) -> None:
     from voxflow.testing.emulator import ChatModel
+    from voxflow.testing.emulator.config import DEFAULT_CHAT_MODELS
 
-    small = ChatModel("acme/small", "Small", context_length=700)
-    handle = api(fast_text=True, chat_models=(small,))
+    models = (*DEFAULT_CHAT_MODELS, ChatModel("acme/small", "Small", context_length=700))
+    small = next(m for m in models if m.id == model)
+    handle = api(fast_text=True, chat_models=models)
     src, out = tmp_path / "in", tmp_path / "out"
-    tones(src, 1, 150)
-    summary = run_inline(plan_run(str(src), settings(out, minutes=True, minutes_model="acme/small")))
+    tones(src, 1, seconds_long)
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True, minutes_model=model)))
     assert summary.exit_code == 0, summary.failures
     chat = [e for e in handle.log() if e["endpoint"] == "chat"]
     assert all(e["status"] == 200 and e["minutes"] for e in chat)
@@ -141,7 +149,7 @@ def test_a_long_transcript_is_map_reduced_within_the_models_context(api, tmp_pat
         assert e["prompt_tokens"] + e["completion_tokens"] <= small.context_length, e
     duration = catalog(out, "transcripts")[0]["duration_s"]
     cited = assert_cites_exist(out / "rec0.minutes.md", out / "rec0.en.srt", duration)
-    assert max(cited) > 60, "the reduced minutes still cite the later parts"
+    assert max(cited) > seconds_long / 2, "the reduced minutes still cite the later parts"
     (row,) = catalog(out, "minutes")
     assert row["n_requests"] == len(chat)
     assert row["cost_usd"] == pytest.approx(sum(e["cost"] for e in chat), abs=1e-9)
@@ -176,6 +184,46 @@ def test_a_point_citing_a_moment_not_there_twice_is_dropped_with_a_warning(api, 
     assert json.loads(row["action_items"]) == [] and any("59:59" in w for w in row["warnings"])
     warnings = [w for r in catalog(out, "transcripts") for w in r["warnings"]]
     assert any("59:59" in w and "dropped" in w for w in warnings)
+
+
+def test_an_answer_in_prose_is_asked_again_once(api, tmp_path: Path) -> None:
+    handle = api(fast_text=True, prose_minutes=1)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 1, 10)
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True)))
+    assert summary.exit_code == 0, summary.failures
+    assert len([e for e in handle.log() if e["endpoint"] == "chat"]) == 2
+    assert_cites_exist(out / "rec0.minutes.md", out / "rec0.en.srt", 10)
+
+
+def test_answers_in_prose_twice_fail_that_recordings_minutes_only(api, tmp_path: Path) -> None:
+    handle = api(fast_text=True, prose_minutes=2)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 2, 10)
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True, concurrency=1, workers=1)))
+    assert summary.exit_code == 1 and summary.done == 2 and summary.minutes == 1 and summary.minutes_failed == 1
+    assert len(list(out.glob("*.minutes.md"))) == 1 and len(list(out.glob("*.en.srt"))) == 2
+    rows = {r["status"]: r for r in catalog(out, "minutes")}
+    assert set(rows) == {"done", "failed"}
+    failed = rows["failed"]
+    assert failed["path"] is None and "minutes JSON" in failed["error_message"] and failed["n_requests"] == 2
+    assert failed["cost_usd"] > 0, "the answers cost all the same"
+    assert any(f["kind"] == "MinutesFailed" for f in summary.failures)
+    chat = [e for e in handle.log() if e["endpoint"] == "chat"]
+    assert sum(r["cost_usd"] for r in rows.values()) == pytest.approx(sum(e["cost"] for e in chat), abs=1e-9)
+
+
+def test_minutes_survive_429s_and_malformed_bodies(api, tmp_path: Path) -> None:
+    handle = api(fast_text=True, chat_faults="429:0.5,malformed:0.5", chat_fault_limit=3, retry_after=0.05)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src, 1, 10)
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True)))
+    assert summary.exit_code == 0, summary.failures
+    chat = [e for e in handle.log() if e["endpoint"] == "chat"]
+    assert [e["status"] for e in chat][-1] == 200 and len(chat) == 4, [(e["status"], e.get("fault")) for e in chat]
+    assert_cites_exist(out / "rec0.minutes.md", out / "rec0.en.srt", 10)
+    (row,) = catalog(out, "minutes")
+    assert row["cost_usd"] == pytest.approx(sum(e.get("cost", 0) for e in chat), abs=1e-9)
 
 
 def test_a_rerun_makes_only_the_missing_minutes_from_the_catalog(api, tmp_path: Path) -> None:

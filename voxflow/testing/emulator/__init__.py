@@ -23,9 +23,10 @@ instead (``OPENROUTER_BASE_URL=http://127.0.0.1:PORT/api/v1``). It follows the r
   (``3. Hello`` → ``3. [fr] Hello``), so a test knows every line it must get; a minutes
   request (a system message asks for ``minutes JSON``) gets a JSON summary, decision and
   action item citing timestamps of the prompt's ``[mm:ss] …`` lines (``bad_cites=N``: the
-  first N answers cite ``59:59``, which no prompt holds; the log notes ``minutes``,
-  ``prompt_tokens``, ``completion_tokens`` and ``context_length``); anything else gets ``[emulator] <first line of the
-  last user message>``. ``choices[0].message.content``,
+  first N answers cite ``59:59``, which no prompt holds; ``prose_minutes=N``: the first N
+  answer in prose, not JSON; the log notes ``minutes``, ``prompt_tokens``,
+  ``completion_tokens`` and ``context_length``); anything else gets ``[emulator] <first
+  line of the last user message>``. ``choices[0].message.content``,
   ``usage`` with ``prompt_tokens``/``completion_tokens`` (characters / 4) and ``cost`` at the
   model's prices; 400 past the model's ``context_length``. Chat requests draw faults from
   ``chat_faults`` (default: ``faults``), at most ``chat_fault_limit`` of them;

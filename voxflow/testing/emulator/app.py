@@ -171,7 +171,7 @@ async def _complete(request: Request, state: EmulatorState, entry: dict[str, Any
     entry["prompt_tokens"] = used
     entry["context_length"] = model.context_length
     if entry["minutes"]:
-        content = chat.minutes(messages, bad_cite=state.spoil_a_cite())
+        content = chat.minutes(messages, bad_cite=state.spoil_a_cite(), prose=state.in_prose())
     elif target is None:
         content = chat.echoed(messages)
     else:

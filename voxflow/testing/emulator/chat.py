@@ -15,7 +15,8 @@ The answer is a checkable transformation of the input, so tests know exactly wha
   citing the middle line's time; one action item ``Follow up: <text of the last line>``,
   owner ``Alex``, due ``Friday``, citing the last line's time. Every cited time is one the
   prompt holds. ``bad_cites=N`` makes the first N such answers cite ``59:59`` for the action
-  item instead, a time the prompt does not hold (``bad_cites=None``: every answer).
+  item instead, a time the prompt does not hold (``bad_cites=None``: every answer);
+  ``prose_minutes=N`` makes the first N answer in prose instead of JSON (None: every one).
 * **anything else** — ``[emulator] `` followed by the last user message's first line.
 
 ``usage`` counts tokens as characters / 4 (rounded up) and bills them at the model's prices.
@@ -122,8 +123,9 @@ def stamped_lines(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2).strip()) for line in text.splitlines() if (m := STAMPED.match(line))]
 
 
-def minutes(messages: list[dict[str, str]], bad_cite: bool) -> str:
-    """The minutes JSON built from the prompt's timestamped lines (see the module docstring)."""
+def minutes(messages: list[dict[str, str]], bad_cite: bool, prose: bool = False) -> str:
+    """The minutes JSON built from the prompt's timestamped lines (see the module docstring);
+    ``prose``: the same told in sentences, as a model that ignores the JSON request would."""
     lines = stamped_lines(last_user(messages)) or [("00:00", "")]
     (first_at, first), (middle_at, middle), (last_at, last) = lines[0], lines[len(lines) // 2], lines[-1]
     answer = {
@@ -138,6 +140,8 @@ def minutes(messages: list[dict[str, str]], bad_cite: bool) -> str:
             }
         ],
     }
+    if prose:
+        return f"Here are the minutes. {answer['summary']} {answer['decisions'][0]['text']}."
     return json.dumps(answer)
 
 

@@ -175,6 +175,7 @@ class EmulatorConfig:
     lose_line_for: tuple[str, ...] = ()  # target languages whose translation answers lose their last line …
     lose_line_limit: int | None = None  # … this many times in all (None: every time)
     bad_cites: int | None = 0  # minutes answers citing a time their prompt does not hold (None: every one)
+    prose_minutes: int | None = 0  # minutes answers in prose, not JSON (None: every one)
     stt_engine: str = "local/tiny.en"
     tts_engine: str = "local/en_US-joe-medium"
     local_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))

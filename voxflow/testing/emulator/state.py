@@ -31,6 +31,7 @@ class EmulatorState:
         self.chat = {m.id: m for m in config.chat_models}
         self.lines_to_lose = config.lose_line_limit  # None: every translation for lose_line_for
         self.cites_to_spoil = config.bad_cites  # None: every minutes answer
+        self.prose_left = config.prose_minutes  # None: every minutes answer
         self.stt = {m.id: m for m in config.stt_models}
         self.tts = {m.id: m for m in config.tts_models}
         self._lock = threading.Lock()
@@ -72,12 +73,21 @@ class EmulatorState:
 
     def spoil_a_cite(self) -> bool:
         """True when this minutes answer is to cite a time its prompt does not hold (``bad_cites``)."""
+        return self._take("cites_to_spoil")
+
+    def in_prose(self) -> bool:
+        """True when this minutes answer is to be prose, not JSON (``prose_minutes``)."""
+        return self._take("prose_left")
+
+    def _take(self, counter: str) -> bool:
+        """One from a countdown (None: always), True while it lasts."""
         with self._lock:
-            if self.cites_to_spoil is None:
+            left = getattr(self, counter)
+            if left is None:
                 return True
-            if self.cites_to_spoil <= 0:
+            if left <= 0:
                 return False
-            self.cites_to_spoil -= 1
+            setattr(self, counter, left - 1)
             return True
 
     def credit_left(self) -> bool:
