@@ -375,3 +375,29 @@ def test_a_minutes_citation_on_the_review_page_seeks_the_player(api, tmp_path: P
     finally:
         stop(proc)
     assert errors == [], errors
+
+
+def test_a_file_with_the_same_content_as_another_gets_its_minutes_too(api, tmp_path: Path) -> None:
+    handle = api(fast_text=True)
+    src, out = tmp_path / "in", tmp_path / "out"
+    (first,) = tones(src, 1, 8)
+    (src / "copy.flac").write_bytes(first.read_bytes())
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True)))
+    assert summary.exit_code == 0 and summary.done == 2, summary.failures
+    for stem in ("rec0", "copy"):
+        assert_cites_exist(out / f"{stem}.minutes.md", out / f"{stem}.en.srt", 8)
+    assert sorted(Path(r["path"]).name for r in catalog(out, "minutes")) == ["copy.minutes.md", "rec0.minutes.md"]
+    handle.reset()
+    again = run_inline(plan_run(str(src), settings(out, minutes=True)))
+    assert again.exit_code == 0 and again.minutes == 0 and len(catalog(out, "minutes")) == 2
+    assert not [e for e in handle.log() if e["endpoint"] == "chat"]
+
+
+def test_beside_source_the_minutes_go_beside_the_recording(api, tmp_path: Path) -> None:
+    api(fast_text=True)
+    src, out = tmp_path / "in", tmp_path / "out"
+    tones(src / "team", 1, 8)
+    summary = run_inline(plan_run(str(src), settings(out, minutes=True, beside_source=True)))
+    assert summary.exit_code == 0, summary.failures
+    assert_cites_exist(src / "team" / "rec0.minutes.md", src / "team" / "rec0.en.srt", 8)
+    assert not list(out.rglob("*.minutes.md"))
