@@ -7,6 +7,7 @@ map-reduce and the cost by the emulator's own request log and bill."""
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -57,15 +58,20 @@ def catalog(out: Path, table: str) -> list[dict]:
 
 
 def sections(md: Path) -> dict[str, list[str]]:
-    """``## Heading`` → its non-empty lines (the Markdown read with a plain regex)."""
+    """``## Heading`` → the text of each paragraph or list item under it (read by markdown-it-py)."""
+    from markdown_it import MarkdownIt
+
     found: dict[str, list[str]] = {}
-    heading = None
-    for line in md.read_text(encoding="utf-8").splitlines():
-        if m := re.match(r"^##\s+(.+)$", line):
-            heading = m.group(1).strip()
+    heading: str | None = None
+    tokens = MarkdownIt().parse(md.read_text(encoding="utf-8"))
+    for opening, inline in itertools.pairwise(tokens):
+        if inline.type != "inline":
+            continue
+        if opening.type == "heading_open" and opening.tag == "h2":
+            heading = inline.content
             found[heading] = []
-        elif heading and line.strip():
-            found[heading].append(line.strip())
+        elif opening.type == "paragraph_open" and heading is not None:
+            found[heading].append(inline.content)
     return found
 
 
@@ -178,7 +184,7 @@ def test_a_point_citing_a_moment_not_there_twice_is_dropped_with_a_warning(api, 
     assert summary.exit_code == 0, summary.failures
     assert len([e for e in handle.log() if e["endpoint"] == "chat"]) == 2
     md = out / "rec0.minutes.md"
-    assert "59:59" not in md.read_text() and sections(md)["Action items"] == ["- (none)"]
+    assert "59:59" not in md.read_text() and sections(md)["Action items"] == ["(none)"]
     assert_cites_exist(md, out / "rec0.en.srt", 15)
     (row,) = catalog(out, "minutes")
     assert json.loads(row["action_items"]) == [] and any("59:59" in w for w in row["warnings"])
