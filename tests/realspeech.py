@@ -10,9 +10,9 @@ Used by tests/test_memory.py and benchmarks/bench_memory.py (an hour needs no co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,34 +58,60 @@ def _ffmpeg(*args: str) -> None:
 CLI_WITH_ENGINE_LOG = Path(__file__).with_name("cli_with_engine_log.py")
 
 
+# Runs a command and writes its wait4 ru_maxrss (KB) to argv[1]. Why a launcher: Linux counts
+# a forked child's peak RSS from its parent's RSS at the fork (ru_maxrss of `true` run from a
+# process holding 800 MB: 813 MB), so a CLI started straight from a grown pytest process would
+# report pytest's size. Started from this small process, the CLI's figure is its own: the
+# largest of the CLI and every descendant it waited for (the engine process, ffmpeg, Prefect's
+# temporary server).
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 @dataclass
 class CliOutcome:
     exit_code: int
-    maxrss_mb: float  # ru_maxrss of the CLI child from wait4
+    maxrss_mb: float  # ru_maxrss of the CLI (and the descendants it waited for) from wait4
     engine_inputs_s: list[float]  # seconds of audio per faster-whisper call
     stderr: str
 
 
 def run_cli(source: Path, out: Path, env: dict[str, str], watch: Callable[[int], None] | None = None) -> CliOutcome:
     """``voxflow transcribe SOURCE --out OUT`` in a fresh process; ``watch(pid)`` is called
-    once it has started (the benchmark samples its process tree)."""
-    log = out.parent / f"{out.name}.engine-inputs"
+    with the CLI's pid once it has started (the benchmark samples its process tree)."""
+    log, maxrss = out.parent / f"{out.name}.engine-inputs", out.parent / f"{out.name}.maxrss"
     log.unlink(missing_ok=True)
-    cmd = [sys.executable, str(CLI_WITH_ENGINE_LOG), "transcribe", str(source), "--out", str(out)]
-    proc = subprocess.Popen(
-        cmd,
+    cli = [sys.executable, str(CLI_WITH_ENGINE_LOG), "transcribe", str(source), "--out", str(out)]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(maxrss), *cli],
         cwd=SAMPLES.parent.parent,
         env={**env, "ENGINE_INPUT_LOG": str(log)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     if watch:
-        watch(proc.pid)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""  # until the CLI closes it
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        watch(_first_child(launcher.pid))
+    stderr = launcher.stderr.read().decode(errors="replace") if launcher.stderr else ""  # until the CLI closes it
+    code = launcher.wait()
     inputs = [float(x) for x in log.read_text().split()] if log.exists() else []
-    return CliOutcome(proc.returncode, usage.ru_maxrss / 1024, inputs, stderr)
+    return CliOutcome(code, int(maxrss.read_text()) / 1024, inputs, stderr)
+
+
+def _first_child(pid: int) -> int:
+    import psutil
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children()
+        if children:
+            return children[0].pid
+        time.sleep(0.01)
+    raise RuntimeError("the launcher never started the CLI")
 
 
 def word_error_rate(out: Path, reference: str) -> float:
