@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from prefect.server.api import server as prefect_server
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
 from voxflow.errors import ConfigError
@@ -40,33 +39,40 @@ def start_bound_server() -> str | None:
     """Start the temporary server from this thread, bound to it: call it from a thread that lives
     as long as the process (the main thread, or voxflow.cli.common's API thread); Prefect's
     clients then find and reuse it. Its API URL (None with a configured ``PREFECT_API_URL``):
-    tasks on Dask workers, in other processes, are told to use it."""
+    tasks on Dask workers, in other processes, are told to use it. Prefect's server module
+    (≈ 1.4 s to import) is imported only here: a run that finds a server never pays for it."""
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
+    from prefect.server.api import server as prefect_server
+
     existing = prefect_server.SubprocessASGIServer._instances.get(None)
     if existing is not None and existing.running:
         return existing.api_url
     prefect_server.SubprocessASGIServer._instances.pop(None, None)
-    server = _BoundServer()
+    server = _bound_server_class(prefect_server)()
     server.start()
     return server.api_url
 
 
-class _BoundServer(prefect_server.SubprocessASGIServer):
-    """Prefect's server, started in its own session and killed when its parent dies."""
+@functools.cache
+def _bound_server_class(prefect_server: Any) -> type:
+    class BoundServer(prefect_server.SubprocessASGIServer):
+        """Prefect's server, started in its own session and killed when its parent dies."""
 
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        bind = functools.partial(_die_with_parent, os.getpid())
-        with _server_log().open("ab") as log:  # its shutdown noise stays out of the user's terminal
-            popen = functools.partial(
-                subprocess.Popen, preexec_fn=bind, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
-            )
-            original = prefect_server.subprocess
-            prefect_server.subprocess = types.SimpleNamespace(Popen=popen, TimeoutExpired=subprocess.TimeoutExpired)
-            try:
-                return super()._run_uvicorn_command()
-            finally:
-                prefect_server.subprocess = original
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            bind = functools.partial(_die_with_parent, os.getpid())
+            with _server_log().open("ab") as log:  # its shutdown noise stays out of the user's terminal
+                popen = functools.partial(
+                    subprocess.Popen, preexec_fn=bind, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+                )
+                original = prefect_server.subprocess
+                prefect_server.subprocess = types.SimpleNamespace(Popen=popen, TimeoutExpired=subprocess.TimeoutExpired)
+                try:
+                    return super()._run_uvicorn_command()
+                finally:
+                    prefect_server.subprocess = original
+
+    return BoundServer
 
 
 def _server_log() -> Path:
