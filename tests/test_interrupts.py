@@ -286,3 +286,27 @@ def test_sweep_removes_only_folders_of_dead_runs(tmp_path: Path, monkeypatch: py
         live.kill()
         live.wait()
     assert scratch.sweep(OutputTree(str(out))) == [live_tmp]  # once its run is gone
+
+
+def test_ctrl_c_in_a_long_recording_stops_after_the_chunks_in_flight(tmp_path: Path) -> None:
+    """A 4-minute recording is ≈ 10 chunks, all queued at once for the embedded engine's two
+    slots. After Ctrl-C only the chunks already in the engine finish: the others never start
+    (counted from the run's own chunk checkpoints, one file per finished chunk)."""
+    from tests.realspeech import make_recording
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    make_recording(source / "long.flac", 4)
+    checkpoints = lambda: list(out.glob(".voxflow/**/chunks/**/*.json"))  # noqa: E731
+    run = Run(["transcribe", str(source), "--out", str(out), "--model", "local/tiny.en"], tmp_path / "run",
+              {"VOXFLOW_LOCAL_THREADS": "1"})  # fmt: skip
+    try:
+        wait_for(checkpoints, "the first chunk to be transcribed", run)
+        os.killpg(run.proc.pid, signal.SIGINT)
+        code = run.wait()
+    finally:
+        run.stop()
+    assert code == 130, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    finished = [p.name for p in checkpoints()]
+    assert 1 <= len(finished) <= 4, finished  # 1 done + ≤ 2 in the engine's slots + 1 racing the signal

@@ -117,6 +117,8 @@ async def _transcribe_span(
             ctx.chunk_slots.slot(),
             ctx.budget.reserve(_estimate(ctx.engine, span)) as reservation,  # held while the chunk is out
         ):
+            if interrupts.requested():  # the wait for a slot outlasted a stop request
+                raise interrupts.Interrupted("the run was interrupted before this chunk")
             chunk = _encode(span, prepared, ctx.engine)
             stats.requests += 1
             part = await ctx.engine.transcribe(chunk, ctx.options)
