@@ -199,6 +199,27 @@ def test_translate_to_en_writes_an_english_sidecar_beside_the_original(tmp_path:
     assert py3langid.classify(english)[0] == "en" and len(english.split()) >= 30, english
 
 
+def test_translate_to_en_on_a_mostly_english_recording_translates_its_other_language(tmp_path: Path) -> None:
+    """multilingual.mp3 is English, then German: ``--translate-to en`` asks for English
+    subtitles, so its ``.en.srt`` is English throughout (the German half translated); the
+    catalog keeps what was said (both languages)."""
+    import shutil
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(SAMPLES / "multilingual.mp3", source / "talk.mp3")
+    done = voxflow_cli("transcribe", str(source), "--out", str(out), "--formats", "srt", "--translate-to", "en")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.srt")) == ["talk.en.srt"]
+    cues = list(srt.parse((out / "talk.en.srt").read_text(encoding="utf-8")))
+    second_half = " ".join(c.content for c in cues if c.start.total_seconds() >= HALF_S)
+    assert py3langid.classify(second_half)[0] == "en", second_half
+    languages = duckdb.sql(
+        f"select languages from read_parquet('{out}/catalog/transcripts/*.parquet') where status = 'done'"
+    ).fetchall()[0][0]
+    assert {entry["language"] if isinstance(entry, dict) else entry[0] for entry in languages} >= {"en", "de"}
+
+
 def test_translate_to_added_on_a_rerun_writes_the_missing_translation(tmp_path: Path) -> None:
     """A recording done without --translate-to is not skipped when the flag asks for its
     English sidecars; once they are there, the next run skips it."""

@@ -53,6 +53,8 @@ from voxflow.transcribe.translations import (
     translate_recording,
 )
 
+MIN_LANGUAGE_S = 1.0  # less speech than this in a language does not make a recording switch
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -210,9 +212,14 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     # Cues end inside the recording as any player sees it: the shorter of the container's
     # duration and what decoded (they differ by encoder padding, or by a truncated tail).
     playable_ms = min(prepared.duration_ms, info.duration_ms or prepared.duration_ms)
-    writes = [write_outputs(rec, transcript, playable_ms, ctx.ledger, ctx.spec)]
-    if translation is not None:
-        writes.append(write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
+    if translation is not None and translation.language == language_code(transcript.language):
+        # mostly in the target language: its sidecars are the translation (English throughout);
+        # the catalog keeps what was said
+        writes = [write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec)]
+    else:
+        writes = [write_outputs(rec, transcript, playable_ms, ctx.ledger, ctx.spec)]
+        if translation is not None:
+            writes.append(write_outputs(rec, translation, playable_ms, ctx.ledger, ctx.spec))
     translated = chat_translations(rec, transcript, playable_ms, ctx)
     writes += translated.writes
     minutes = chat_minutes(rec, transcript, playable_ms, ctx)
@@ -293,13 +300,14 @@ def _scratch_of(ctx: RunResources) -> Path:
 
 
 def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResources) -> Transcript | None:
-    """The English version --translate-to asks for, when the recording is in another language:
-    each chunk translated offline by the multilingual model (Whisper's translate task)."""
+    """The English version --translate-to asks for, when any of the recording is in another
+    language: each chunk translated offline by the multilingual model (Whisper's translate
+    task; English stretches kept as they were said)."""
     from voxflow.engines.local import LocalTranscriber
 
     target = "en" if ctx.settings.offline_translation else None
     engine = ctx.engine
-    if not target or language_code(transcript.language) == target or not transcript.segments:
+    if not target or _all_in(transcript, target) or not transcript.segments:
         return None
     if not isinstance(engine, LocalTranscriber) or engine.english_only:
         return None
@@ -313,6 +321,13 @@ def _translation(prepared: PreparedAudio, transcript: Transcript, ctx: RunResour
         part = engine.translate(media.read_pcm(prepared.wav_path, span), ctx.settings.language)
         parts.append(gated(clamped(part.shifted(span.start_ms), span), stats))
     return replace(stitch(parts, target), language=target)
+
+
+def _all_in(transcript: Transcript, language: str) -> bool:
+    """Whether every stretch of speech is in ``language`` (a recording that switches
+    language has seconds per language; one under a second is noise)."""
+    spoken = [code for code, seconds in transcript.languages if seconds >= MIN_LANGUAGE_S] or [transcript.language]
+    return all(language_code(code) == language for code in spoken)
 
 
 async def _transcribe_and_close(
