@@ -162,6 +162,8 @@ def test_bucket_behind_an_unreachable_endpoint(tmp_path: Path) -> None:
         (["--shard", "3/2"], {}, ["--shard (VOXFLOW_SHARD)", "'3/2'"]),
         (["--language", "xx"], {}, ["--language (VOXFLOW_LANGUAGE)", "ISO-639-1", "'xx'"]),
         (["--language", "english"], {}, ["--language (VOXFLOW_LANGUAGE)", "did you mean en"]),
+        (["--translate-to", "fr,xx"], {}, ["--translate-to (VOXFLOW_TRANSLATE_TO) 'xx':", "ISO-639-1"]),
+        (["--translate-to", "de,french"], {}, ["--translate-to (VOXFLOW_TRANSLATE_TO) 'french':", "did you mean fr"]),
     ],
 )
 def test_bad_setting_is_one_line_naming_flag_and_variable(

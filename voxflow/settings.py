@@ -106,7 +106,12 @@ class Settings(BaseSettings):
             return ()
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
-        codes = [iso_639_1(v) for v in value]  # type: ignore[union-attr]
+        codes = []
+        for item in value:  # type: ignore[union-attr]
+            try:
+                codes.append(iso_639_1(item, detect=False))
+            except ValueError as exc:
+                raise ValueError(f"{item.strip()!r}: {exc}") from None
         return tuple(dict.fromkeys(codes))
 
     @field_validator("cluster")
@@ -172,8 +177,9 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-def iso_639_1(value: str) -> str:
-    """``value`` as a two-letter ISO-639-1 code (``EN`` → ``en``, ``iw`` → ``he``), else ValueError."""
+def iso_639_1(value: str, detect: bool = True) -> str:
+    """``value`` as a two-letter ISO-639-1 code (``EN`` → ``en``, ``iw`` → ``he``), else
+    ValueError (naming ``auto`` where detection is an option)."""
     import langcodes
 
     code = value.strip().lower()
@@ -183,7 +189,8 @@ def iso_639_1(value: str) -> str:
         hint = f" (did you mean {langcodes.find(value).language}?)"
     except LookupError:
         hint = ""
-    raise ValueError(f"must be an ISO-639-1 code such as en, de or fr, or auto to detect{hint}")
+    auto = ", or auto to detect" if detect else ""
+    raise ValueError(f"must be an ISO-639-1 code such as en, de or fr{auto}{hint}")
 
 
 _RULES = {  # pydantic error type → the rule in the user's words
