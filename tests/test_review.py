@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import io
 import json
@@ -125,6 +126,10 @@ def test_failures_are_shown_with_their_reasons(archive: Archive, server: str) ->
     failed = httpx.get(f"{server}/recordings", params={"status": "failed"}).text
     assert "broken.wav" in failed and "jfk.flac" not in failed and error["kind"] in failed
     assert "beckett.wav" not in failed
+    hrefs = re.findall(r'href="(/recording/[^"]*)"', httpx.get(f"{server}/recordings").text)
+    assert hrefs and not [h for h in hrefs if h.startswith("/recording/?")], hrefs  # no link without an id
+    for href in hrefs:
+        assert httpx.get(server + html.unescape(href)).status_code == 200, href
 
 
 def test_vtt_track_parses(archive: Archive, server: str) -> None:

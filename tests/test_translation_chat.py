@@ -116,6 +116,24 @@ def test_rerun_adds_only_the_missing_translation_and_never_doubles_rows(api, tmp
     assert third.exit_code == 0 and not [e for e in handle.log() if e["endpoint"] in ("chat", "transcriptions")]
     rows = catalog(out, "translations")
     assert Counter(r["language"] for r in rows) == {"fr": 1, "es": 1}
+    assert_review_page_links(out, {"rec0.fr.srt", "rec0.es.srt"})
+
+
+def assert_review_page_links(out: Path, names: set[str]) -> None:
+    """The review page of the recording links every sidecar in ``names`` (files on disk)."""
+    import re
+    from urllib.parse import unquote
+
+    from starlette.testclient import TestClient
+
+    from voxflow.review.app import create_app
+
+    [row] = [r for r in catalog(out, "transcripts") if r["status"] == "done"]
+    client = TestClient(create_app(out), base_url="http://127.0.0.1")
+    page = client.get(f"/recording/{row['recording_id']}", params={"file": row["rel_path"]})
+    linked = {unquote(h).rsplit("/", 1)[-1] for h in re.findall(r'href="/file/([^"]+)"', page.text)}
+    assert names <= linked, linked
+    assert all((out / name).is_file() for name in names)
 
 
 def test_a_429_then_success(api, tmp_path: Path) -> None:

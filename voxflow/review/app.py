@@ -141,6 +141,18 @@ class Catalog:
             [str(part), done["recording_id"], done["run_id"]],
         )
 
+    def translation_outputs(self, recording_id: str, rel_path: str) -> list[str]:
+        """Every sidecar of the file's translations made through chat (also those a later run added)."""
+        glob = self.table_glob("translations")
+        if glob is None:
+            return []
+        rows = self.query(
+            "select outputs from read_parquet(?, union_by_name = true) where recording_id = ? and rel_path = ? "
+            "and status = 'done' order by finished_at",
+            [glob, recording_id, rel_path],
+        )
+        return [uri for row in rows for uri in row["outputs"] or []]
+
     def minutes(self, recording_id: str, rel_path: str) -> dict[str, Any] | None:
         """The latest minutes made for the file, as the page shows them (None: none made)."""
         glob = self.table_glob("minutes")
@@ -243,7 +255,11 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         if found is None:
             return PlainTextResponse("404: no such recording", status_code=404)
         latest, done = found["latest"], found["done"]
-        sidecars = [r for r in (out_rel(root, u) for u in (done or latest).get("outputs") or []) if r]
+        outputs = [
+            *((done or latest).get("outputs") or []),
+            *catalog.translation_outputs(latest["recording_id"], latest["rel_path"]),
+        ]
+        sidecars = list(dict.fromkeys(r for r in (out_rel(root, u) for u in outputs) if r))
         vtt = next((s for s in sidecars if s.endswith(".vtt")), None)
         qa = {k: v for k, v in (done or latest).items() if k.startswith("qa_")}
         start = max(0.0, _float(request.query_params.get("t"), 0.0))
