@@ -27,6 +27,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,6 +40,9 @@ T = TypeVar("T")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 M_ARENA_MAX = -8  # glibc mallopt(3)
 ATTEMPTS = 2  # a call is tried in at most this many engine processes
+# An engine process killed mid-call leaves its queue's semaphores to multiprocessing's resource
+# tracker, which frees them and says so on stderr at exit ("leaked semaphore objects"): noise.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 DIED = "the embedded engine's process ended unexpectedly, twice (killed, or out of memory?)"
 
 _lock = threading.Lock()
@@ -95,6 +99,8 @@ def _forget(executor: Executor) -> None:
 def _start() -> Executor:
     if multiprocessing.current_process().daemon:  # a Dask worker: no children allowed
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+    if QUIET_TRACKER not in sys.warnoptions:  # passed on to the processes spawn starts
+        sys.warnoptions.append(QUIET_TRACKER)
     context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_engine_process)
     with _stop_signals_blocked():  # the mask is inherited: the child never sees Ctrl-C
