@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from voxflow.review import narration
 from voxflow.review.files import out_rel, real_rel, servable
+from voxflow.review.ranges import bucket_media
 from voxflow.review.search import SearchIndex, mmss
 
 PAGE_SIZE = 100
@@ -263,8 +264,8 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         vtt = next((s for s in sidecars if s.endswith(".vtt")), None)
         qa = {k: v for k, v in (done or latest).items() if k.startswith("qa_")}
         start = max(0.0, _float(request.query_params.get("t"), 0.0))
-        media = _media_path(done or latest)
-        is_video = media is not None and media.suffix.lower() in (".mp4", ".mkv", ".webm", ".mov", ".m4v")
+        media = _media_path(done or latest) or _bucket_uri(done or latest)
+        is_video = media is not None and Path(str(media)).suffix.lower() in (".mp4", ".mkv", ".webm", ".mov", ".m4v")
         return render("recording.html", rec=latest, done=done, segments=catalog.segments(done) if done else [],
                       sidecars=sidecars, vtt=vtt, qa=qa, start=start, has_media=media is not None,
                       is_video=is_video, minutes=catalog.minutes(latest["recording_id"], latest["rel_path"]),
@@ -287,10 +288,17 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
 
     def media(request: Request) -> Response:
         found = catalog.recording(request.path_params["recording_id"], request.query_params.get("file"))
-        path = _media_path(found["done"] or found["latest"]) if found else None
-        if path is None:
-            return PlainTextResponse("404: no media for this recording", status_code=404)
-        return FileResponse(path)
+        row = (found["done"] or found["latest"]) if found else {}
+        path = _media_path(row)
+        if path is not None:
+            return FileResponse(path)
+        uri = _bucket_uri(row)
+        if uri is not None:
+            try:
+                return bucket_media(uri, request.headers.get("range"))
+            except (OSError, ValueError):  # gone from the bucket, or the bucket is unreachable
+                pass
+        return PlainTextResponse("404: no media for this recording", status_code=404)
 
     def out_file(request: Request) -> Response:
         path = servable(root, real_rel(root, request.path_params["path"]))
@@ -323,6 +331,12 @@ def _media_path(row: dict[str, Any]) -> Path | None:
         return None
     path = Path(uri.removeprefix("file://"))
     return path if path.is_absolute() and path.is_file() else None
+
+
+def _bucket_uri(row: dict[str, Any]) -> str | None:
+    """The bucket URL (``s3://…``) a catalog row names as its source, if it is one."""
+    uri = row.get("source_uri") or ""
+    return uri if uri.startswith("s3://") else None
 
 
 def _runs(root: Path) -> list[dict[str, Any]]:
