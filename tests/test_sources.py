@@ -203,7 +203,7 @@ def test_out_equal_to_or_a_parent_of_the_source(samples: Path, tmp_path: Path, p
     shutil.copy(samples / "jfk.mp3", lib / "audiobooks" / "book" / "book.mp3")
     first = cli_run("transcribe", str(lib), "--out", str(lib), "--formats", "srt", prefect_api=prefect_api)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "found 1 recordings: 1 to transcribe" in " ".join((first.stdout + first.stderr).split())
+    assert "found 1 recording: 1 to transcribe" in " ".join((first.stdout + first.stderr).split())
     sidecar = lib / "clip.en.srt"
     cues = list(srt.parse(sidecar.read_text()))
     assert cues and "pure" in " ".join(c.content for c in cues).lower()

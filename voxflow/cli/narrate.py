@@ -9,6 +9,7 @@ from typing import Any
 
 from voxflow import progress
 from voxflow.cli.common import report_error
+from voxflow.cli.progress import plural
 from voxflow.errors import ConfigError, RunAbort, SourceError, VoxflowError
 from voxflow.fsnames import printable_name
 from voxflow.narrate.corpus import scan_documents
@@ -53,7 +54,7 @@ def run_narrate(
             say(f"no documents (.txt, .md, .epub) found in {source} ({plan.ignored} other files)")
             return 0
         say(
-            f"found {plan.found} documents: {len(plan.todo)} to narrate, "
+            f"found {plural(plan.found, 'document')}: {len(plan.todo)} to narrate, "
             f"{len(plan.skipped)} unchanged (skipped); model {plan.model}"
         )
         if plan.has_work and run_flow:  # the CLI's Prefect flow; a no-op rerun never pays its start-up
@@ -101,7 +102,7 @@ def print_documents(console: Any = None) -> Callable[[str, dict[str, Any]], None
                 return
             head = rows[0]
             mark = {"done": "✓", "skipped": "·", "failed": "✗"}.get(head.get("status", ""), "?")
-            detail = head.get("error_message") or f"{len(rows)} chapters"
+            detail = head.get("error_message") or plural(len(rows), "chapter")
             console.print(f"{mark} {data.get('document')}: {detail}")
 
     return listener
@@ -123,7 +124,8 @@ def _print_summary(summary: Mapping[str, Any], console: Any, wall_s: float) -> N
             acx,
             f"{book['cost_usd']:.4f}",
         )
-    console.print(table)
+    if summary["books"]:  # none when interrupted before the first book was written
+        console.print(table)
     console.print(
         f"{summary['done']} done, {summary['skipped']} skipped, {summary['failed']} failed; "
         f"{summary['audio_s'] / 60:.1f} min of audio, ${summary['cost_usd']:.4f}, "

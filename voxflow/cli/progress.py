@@ -184,6 +184,11 @@ class NarrationProgress:
         )
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 recording``, ``2 recordings``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -25,7 +25,7 @@ from voxflow.cli.common import (
     validate_chat_model,
     validate_model,
 )
-from voxflow.cli.progress import RunProgress, hms
+from voxflow.cli.progress import RunProgress, hms, plural
 from voxflow.errors import ConfigError, RunAbort, SourceError
 from voxflow.fsnames import printable_name
 from voxflow.settings import Settings
@@ -123,7 +123,7 @@ def _transcribe_locked(
         return 0
     if not settings.quiet:
         console.print(
-            f"found {plan.found} recordings: {len(plan.todo)} to transcribe, "
+            f"found {plural(plan.found, 'recording')}: {len(plan.todo)} to transcribe, "
             f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
             + (f", {len(plan.translate)} to translate from the catalog" if plan.translate else "")
             + (f", {len(plan.minutes)} to write minutes for from the catalog" if plan.minutes else "")
