@@ -186,6 +186,7 @@ def prefect_defaults() -> None:
     traceback is Prefect's log; the user reads our one line instead (Prefect's with --debug or
     PREFECT_LOGGING_LEVEL=INFO)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry: voxflow sends nothing anywhere
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
