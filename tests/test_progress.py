@@ -57,3 +57,14 @@ def test_without_a_terminal_one_line_per_file_and_quiet_prints_only_the_summary(
     assert quiet.returncode == 0, quiet.stderr
     assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith(("done ", "engine:", "found "))], quiet.stderr
     assert "outputs:" in quiet.stderr, "the summary is still printed"
+
+
+def test_a_name_with_a_newline_stays_on_its_progress_line(samples: Path, tmp_path: Path, prefect_api: str) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(samples / "spk1_snt3.wav", src / "two\nlines\t.wav")
+    done = cli_run("transcribe", str(src), "--out", str(out), prefect_api=prefect_api)
+    assert done.returncode == 0, done.stderr
+    assert [ln for ln in done.stderr.splitlines() if ln.startswith("done ")] == [
+        "done two\\nlines\\t.wav (0:00:02 audio; 1/1 files)"
+    ], done.stderr

@@ -22,6 +22,12 @@ def printable_name(name: str) -> str:
     return raw_name(name).decode("utf-8", "backslashreplace")
 
 
+def one_line(text: str) -> str:
+    """``text`` for one terminal line: a name's newlines, tabs and other control characters
+    written as escapes (``\\n``), so a file name cannot break or fake a line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in printable_name(text))
+
+
 def printable_tree(value: Any) -> Any:
     """:func:`printable_name` on every string inside dicts, lists and tuples (manifests, rows)."""
     if isinstance(value, str):

@@ -139,6 +139,7 @@ def choose_audio_stream(streams: list[tuple[str | None, bool]], language: str | 
     """Which audio stream to transcribe, from each stream's (language tag, default flag): the
     first tagged ``language`` (ISO-639-1; files tag ``eng``, ``ger``, ``en`` …), else the one
     marked default, else the first. → (its index, a note when ``language`` was asked and absent)."""
+
     def speaks(tag: str | None) -> bool:
         import langcodes  # ≈ 0.3 s the first time: only when a language is asked for
 

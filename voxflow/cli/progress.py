@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from voxflow.fsnames import printable_name
+from voxflow.fsnames import one_line
 
 
 @dataclass
@@ -99,15 +99,15 @@ class RunProgress:
             audio=f"{hms(tally.done_s)} of {hms(total) if total is not None else '?'} audio",
             files=f"{tally.files_done}/{tally.files_total}",
             cost=tally.cost_usd,
-            current=printable_name(tally.current)[-40:],
+            current=one_line(tally.current)[-40:],
         )
         if event == "finished":
             self._say_finished(data["result"])
 
     def _say_finished(self, result: Any) -> None:
-        name = printable_name(result.recording.rel_path)
+        name = one_line(result.recording.rel_path)
         if result.status == "failed":
-            self.bar.console.print(f"failed {result.error_message}", markup=False, highlight=False)
+            self.bar.console.print(one_line(f"failed {result.error_message}"), markup=False, highlight=False)
         elif self.bar.disable and not self.quiet:
             self.console.print(
                 f"done {name} ({hms(result.duration_ms / 1000)} audio; "
@@ -180,7 +180,7 @@ class NarrationProgress:
             chunks=f"{tally.chunks_done}/{tally.chunks_total}",
             books=f"{tally.books_done}/{tally.books_total}",
             cost=tally.cost_usd,
-            current=printable_name(tally.current)[-48:],
+            current=one_line(tally.current)[-48:],
         )
 
 
