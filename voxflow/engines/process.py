@@ -13,7 +13,8 @@ blocked, so Ctrl-C is the parent's to handle — what is in flight finishes, as 
 exits with its parent however the parent ends (it watches the parent's sentinel: ``kill -9``
 included). Calls run one at a time, as inference did on its one dedicated thread before.
 Dask's worker processes are daemonic and may not have children: there, and wherever a child
-cannot be started, the models run on one dedicated thread of the process itself.
+cannot be started (no working ``sem_open``, e.g. no /dev/shm), the models run on one
+dedicated thread of the process itself.
 
 Shared state: ``_executor`` (one per process) is created and replaced under ``_lock``.
 """
@@ -98,14 +99,22 @@ def _forget(executor: Executor) -> None:
 
 def _start() -> Executor:
     if multiprocessing.current_process().daemon:  # a Dask worker: no children allowed
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        return _in_this_process()
     if QUIET_TRACKER not in sys.warnoptions:  # passed on to the processes spawn starts
         sys.warnoptions.append(QUIET_TRACKER)
-    context = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_engine_process)
-    with _stop_signals_blocked():  # the mask is inherited: the child never sees Ctrl-C
-        executor.submit(os.getpid)  # starts the process now, from this thread
+    try:
+        context = multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_engine_process)
+        with _stop_signals_blocked():  # the mask is inherited: the child never sees Ctrl-C
+            executor.submit(os.getpid)  # starts the process now, from this thread
+    except (OSError, ImportError, NotImplementedError):  # no working sem_open (/dev/shm) here
+        return _in_this_process()
     return executor
+
+
+def _in_this_process() -> Executor:
+    """Where no child process can be had: the models on one dedicated thread of this process."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
 
 
 @contextlib.contextmanager
