@@ -68,3 +68,20 @@ def test_a_name_with_a_newline_stays_on_its_progress_line(samples: Path, tmp_pat
     assert [ln for ln in done.stderr.splitlines() if ln.startswith("done ")] == [
         "done two\\nlines\\t.wav (0:00:02 audio; 1/1 files)"
     ], done.stderr
+
+
+def test_a_failed_name_with_markup_and_a_newline_is_one_plain_summary_line(
+    samples: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    """Rich reads ``[/]`` as markup: a name holding it must neither crash the summary nor
+    be styled; a newline in it must not break the line."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "odd[").mkdir()  # the relative path odd[/]two\nlines.wav holds "[/]"
+    (src / "odd[" / "]two\nlines.wav").write_bytes(b"RIFF" + b"\0" * 64)  # not audio: it fails
+    shutil.copy(samples / "spk1_snt3.wav", src / "fine.wav")
+    done = cli_run("transcribe", str(src), "--out", str(out), prefect_api=prefect_api)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "MarkupError" not in done.stderr
+    failures = [ln for ln in done.stderr.splitlines() if ln.startswith("✗ ")]
+    assert len(failures) == 1 and "odd[/]two\\nlines.wav" in failures[0], done.stderr

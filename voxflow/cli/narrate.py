@@ -11,7 +11,7 @@ from voxflow import progress
 from voxflow.cli.common import report_error
 from voxflow.cli.progress import plural
 from voxflow.errors import ConfigError, RunAbort, SourceError, VoxflowError
-from voxflow.fsnames import printable_name
+from voxflow.fsnames import one_line, printable_name
 from voxflow.narrate.corpus import scan_documents
 from voxflow.narrate.options import NarrationOptions, parse_formats, validate_narration
 from voxflow.narrate.plan import plan_document, plan_narration
@@ -98,12 +98,12 @@ def print_documents(console: Any = None) -> Callable[[str, dict[str, Any]], None
         if event == "narration.finished":
             rows = data.get("rows") or []
             if not rows:  # the run was asked to stop before this book was written
-                console.print(f"- {data.get('document')}: interrupted, left for the next run")
+                console.print(one_line(f"- {data.get('document')}: interrupted, left for the next run"), markup=False)
                 return
             head = rows[0]
             mark = {"done": "✓", "skipped": "·", "failed": "✗"}.get(head.get("status", ""), "?")
             detail = head.get("error_message") or plural(len(rows), "chapter")
-            console.print(f"{mark} {data.get('document')}: {detail}")
+            console.print(one_line(f"{mark} {data.get('document')}: {detail}"), markup=False)
 
     return listener
 
@@ -132,7 +132,7 @@ def _print_summary(summary: Mapping[str, Any], console: Any, wall_s: float) -> N
         f"{wall_s:.1f} s; manifest {summary['manifest']}"
     )
     for failure in summary["failures"]:
-        console.print(f"✗ {failure['kind']}: {failure['message']}")
+        console.print(one_line(f"✗ {failure['kind']}: {failure['message']}"), markup=False, highlight=False)
     if summary.get("aborted"):
         console.print(f"aborted: {summary['aborted']}")
     if summary.get("interrupted"):

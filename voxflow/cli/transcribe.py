@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from voxflow import interrupts
@@ -27,7 +28,7 @@ from voxflow.cli.common import (
 )
 from voxflow.cli.progress import RunProgress, hms, plural
 from voxflow.errors import ConfigError, RunAbort, SourceError
-from voxflow.fsnames import printable_name
+from voxflow.fsnames import one_line, printable_name
 from voxflow.settings import Settings
 
 
@@ -119,7 +120,7 @@ def _transcribe_locked(
     except SourceError as exc:
         return report_error(exc)
     if plan.found == 0:
-        console.print(f"no media files found in {source} ({plan.ignored} other files ignored)")
+        console.print(f"no media files found in {escape(one_line(source))} ({plan.ignored} other files ignored)")
         return 0
     if not settings.quiet:
         console.print(
@@ -259,16 +260,18 @@ def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) ->
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
-    for failure in summary["failures"]:
-        console.print(f"[red]✗[/] {failure['kind']}: {failure['message']}")
+    for failure in summary["failures"]:  # names are the user's: no markup, one line each
+        console.print(f"[red]✗[/] {escape(one_line(failure['kind'] + ': ' + failure['message']))}")
     for note in summary.get("left_alone", []):
-        console.print(f"[yellow]![/] {note}")
+        console.print(f"[yellow]![/] {escape(one_line(note))}")
     if summary.get("aborted"):
-        console.print(f"[red]aborted:[/] {summary['aborted']}")
+        console.print(f"[red]aborted:[/] {escape(one_line(summary['aborted']))}")
     if summary.get("interrupted"):
         console.print(
             f"[yellow]interrupted:[/] {summary.get('left_undone', 0)} recordings left for the next run "
             "(run the same command again to resume)"
         )
     where = "beside each recording" if settings.beside_source else settings.out
-    console.print(f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}")
+    console.print(
+        escape(one_line(f"outputs: {where}   catalog: {settings.out}/catalog   manifest: {summary['manifest']}"))
+    )
