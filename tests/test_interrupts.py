@@ -310,3 +310,21 @@ def test_ctrl_c_in_a_long_recording_stops_after_the_chunks_in_flight(tmp_path: P
     assert "Traceback" not in run.stderr
     finished = [p.name for p in checkpoints()]
     assert 1 <= len(finished) <= 4, finished  # 1 done + ≤ 2 in the engine's slots + 1 racing the signal
+
+
+def test_ctrl_c_while_the_prefect_api_starts_stops_before_any_work(tmp_path: Path) -> None:
+    """Ctrl-C right after the engine line, while Prefect's temporary server is still starting:
+    the run does not wait for it to go on; nothing was started, nothing is in the catalog."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    distinct_recordings(source, copies=1)
+    run = Run(["transcribe", str(source), "--out", str(out), "--model", "local/tiny.en"], tmp_path / "run")
+    try:
+        wait_for(lambda: "engine:" in run.stderr, "the engine line", run)
+        os.killpg(run.proc.pid, signal.SIGINT)
+        code = run.wait()
+    finally:
+        run.stop()
+    assert code == 130, run.stderr[-2000:]
+    assert "interrupted before any recording started" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not list(out.glob("catalog/transcripts/*.parquet"))

@@ -238,7 +238,7 @@ def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     Prefect API :func:`start_prefect_api` finds or starts."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    api_url = _take_prefect_api().result()  # its URL; None: Prefect's settings decide
+    api_url = _take_prefect_api()  # None: Prefect's settings decide
 
     def run_told_where_the_api_is() -> dict[str, Any]:
         if api_url is None:
@@ -268,13 +268,21 @@ def start_prefect_api() -> None:
             thread.start()
 
 
-def _take_prefect_api() -> Future[str | None]:
+def _take_prefect_api() -> str | None:
+    """The API URL the search found, waited for; a stop request meanwhile is
+    :class:`~voxflow.interrupts.Interrupted` (nothing has started yet)."""
     global _prefect_api
     start_prefect_api()
     with _prefect_api_lock:
         api, _prefect_api = _prefect_api, None
     assert api is not None
-    return api
+    while True:
+        if interrupts.requested():
+            raise interrupts.Interrupted("stopped while the Prefect API was starting: nothing started")
+        try:
+            return api.result(timeout=0.1)
+        except TimeoutError:
+            continue
 
 
 def _find_or_start_api(api: Future[str | None]) -> None:

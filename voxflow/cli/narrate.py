@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from voxflow import progress
+from voxflow import interrupts, progress
 from voxflow.cli.common import report_error
 from voxflow.cli.progress import plural
 from voxflow.errors import ConfigError, RunAbort, SourceError, VoxflowError
@@ -61,6 +61,9 @@ def run_narrate(
             summary = _run_with_progress(lambda: run_flow(source, settings, options), len(plan.todo))
         else:
             summary = run_inline(plan).as_dict()
+    except interrupts.Interrupted:
+        say("interrupted before any document started")
+        return interrupts.INTERRUPTED_EXIT
     except (RunAbort, ConfigError, SourceError) as exc:
         if on_summary and isinstance(exc, RunAbort):
             on_summary({"aborted": f"{exc.kind}: {exc}"})

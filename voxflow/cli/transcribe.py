@@ -155,6 +155,9 @@ def _transcribe_locked(
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
             summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore), run_id)
+    except interrupts.Interrupted:
+        console.print("[yellow]interrupted[/] before any recording started")
+        return interrupts.INTERRUPTED_EXIT
     except (RunAbort, ConfigError) as exc:
         if notify and isinstance(exc, RunAbort):  # stopped before the run could write a manifest
             notify({"aborted": f"{exc.kind}: {exc}"})
