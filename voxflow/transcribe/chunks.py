@@ -166,7 +166,7 @@ async def _timed_from_text(part: Transcript, span: Span, prepared: PreparedAudio
 
     span_ms = span.duration_ms
     try:
-        local = LocalTranscriber.shared(ALIGNMENT_MODEL)
+        local = LocalTranscriber(ALIGNMENT_MODEL)
         pcm = media.read_pcm(prepared.wav_path, span)
         heard = await local.transcribe(AudioChunk(0, 0, span_ms, pcm, "pcm"), TranscribeOptions(ALIGNMENT_MODEL))
         reference = [w for s in heard.segments for w in s.words]

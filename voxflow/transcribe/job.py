@@ -42,12 +42,11 @@ from voxflow.transcribe.chunks import (
     stitch,
     transcribe_prepared,
 )
-from voxflow.transcribe.minutes import MinutesJob, MinutesOutcome, minutes_for, minutes_writer
-from voxflow.transcribe.outputs import SidecarWrites, write_sidecars
+from voxflow.transcribe.minutes import MinutesJob, minutes_for, minutes_writer
+from voxflow.transcribe.outputs import ChatOutcome, SidecarWrites, write_sidecars
 from voxflow.transcribe.plan import failed_result, transcribe_options, writer_name
 from voxflow.transcribe.translations import (
     TranslationJob,
-    Translations,
     chat_translator,
     targets_for,
     translate_recording,
@@ -255,11 +254,11 @@ def _transcribe(rec: Recording, ctx: RunResources, started: float) -> RecordingO
     return RecordingOutcome(result, claims, tuple(left_alone), folder, translated.rows, aborted, minutes.rows)
 
 
-def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> Translations:
+def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> ChatOutcome:
     """The --translate-to languages made through OpenRouter chat, written beside the original."""
     targets = targets_for(ctx.settings, transcript.language)
     if ctx.translator is None or not targets:
-        return Translations()
+        return ChatOutcome()
     job = TranslationJob(
         rec, transcript, duration_ms, targets, ctx.translator, ctx.budget, ctx.ledger, ctx.settings, ctx.run_id,
         writer_name(ctx.settings),
@@ -269,10 +268,10 @@ def chat_translations(rec: Recording, transcript: Transcript, duration_ms: int, 
     return translated
 
 
-def chat_minutes(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> MinutesOutcome:
+def chat_minutes(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunResources) -> ChatOutcome:
     """The recording's --minutes, made through OpenRouter chat and written beside its sidecars."""
     if ctx.minutes_chat is None or ctx.aborted:
-        return MinutesOutcome()
+        return ChatOutcome()
     job = MinutesJob(
         rec, transcript, duration_ms, ctx.minutes_chat, ctx.budget, ctx.ledger, ctx.settings, ctx.run_id,
         writer_name(ctx.settings),

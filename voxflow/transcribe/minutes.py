@@ -19,7 +19,7 @@ from voxflow.errors import EngineError, OutputError, RunAbort
 from voxflow.fsnames import printable_name
 from voxflow.minutes import Minutes, Tally, as_json_text, make_minutes, render_markdown
 from voxflow.models import Recording, Transcript
-from voxflow.transcribe.outputs import SidecarTarget, SidecarWrites, extra_target, write_claimed
+from voxflow.transcribe.outputs import ChatOutcome, SidecarTarget, extra_target, write_claimed
 
 if TYPE_CHECKING:
     from voxflow.limits import Budget, RequestLimiter
@@ -47,18 +47,6 @@ def minutes_target(
 
 
 @dataclass(frozen=True)
-class MinutesOutcome:
-    """What making one recording's minutes gave: its ``minutes`` row, the file written, warnings
-    (points dropped, or why it failed), and the cost of every answer."""
-
-    rows: tuple[dict[str, Any], ...] = ()
-    writes: tuple[SidecarWrites, ...] = ()
-    warnings: tuple[str, ...] = ()
-    cost_usd: float = 0.0
-    aborted: RunAbort | None = None  # key, credit or budget: the run stops starting work
-
-
-@dataclass(frozen=True)
 class MinutesJob:
     """One recording's transcript and what its minutes need (engine, budget, ledger, run)."""
 
@@ -73,14 +61,14 @@ class MinutesJob:
     writer: str
 
 
-def minutes_for(job: MinutesJob) -> MinutesOutcome:
+def minutes_for(job: MinutesJob) -> ChatOutcome:
     """The recording's minutes made, checked and written (never raises but for bugs)."""
     if not any(s.text.strip() for s in job.transcript.segments):
-        return MinutesOutcome()
+        return ChatOutcome()
     return asyncio.run(_make_and_close(job))
 
 
-async def _make_and_close(job: MinutesJob) -> MinutesOutcome:
+async def _make_and_close(job: MinutesJob) -> ChatOutcome:
     tally = Tally()
     try:
         minutes = await make_minutes(job.chat, job.transcript.segments, job.duration_ms, tally, job.budget)
@@ -98,13 +86,13 @@ async def _make_and_close(job: MinutesJob) -> MinutesOutcome:
     notes = tuple(f"{job.rec.display_path}: minutes {w}" for w in tally.warnings) + tuple(writes.left_alone)
     path = next(iter(writes.written), None)
     row = minutes_row(job.rec, job.settings, job.run_id, "done", tally, minutes, path=path, warnings=notes)
-    return MinutesOutcome((row,), (writes,), notes, tally.cost_usd)
+    return ChatOutcome((row,), (writes,), notes, tally.cost_usd)
 
 
-def _failed(job: MinutesJob, tally: Tally, why: str, aborted: RunAbort | None = None) -> MinutesOutcome:
+def _failed(job: MinutesJob, tally: Tally, why: str, aborted: RunAbort | None = None) -> ChatOutcome:
     warning = f"{job.rec.display_path}: {why} — no minutes written"
     row = minutes_row(job.rec, job.settings, job.run_id, "failed", tally, error=why, warnings=(warning,))
-    return MinutesOutcome((row,), (), (warning,), tally.cost_usd, aborted)
+    return ChatOutcome((row,), (), (warning,), tally.cost_usd, aborted)
 
 
 def minutes_row(

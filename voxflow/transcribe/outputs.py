@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from voxflow.errors import RunAbort
 from voxflow.fsnames import printable_name
 from voxflow.io.outputs import OutputTree
 from voxflow.models import (
@@ -85,6 +87,19 @@ class SidecarWrites:
     written: list[str]  # URIs
     claims: list[Claim]  # ledger entries for ``written``
     left_alone: list[str]  # notes on files voxflow did not write and did not replace
+
+
+@dataclass(frozen=True)
+class ChatOutcome:
+    """What chat work on one recording gave (its translations, or its minutes): rows for its
+    table, the sidecars written, warnings (what failed or was dropped), the cost of every
+    answer, and a RunAbort met (key, credit or budget: the run stops starting work)."""
+
+    rows: tuple[dict[str, Any], ...] = ()
+    writes: tuple[SidecarWrites, ...] = ()
+    warnings: tuple[str, ...] = ()
+    cost_usd: float = 0.0
+    aborted: RunAbort | None = None
 
 
 def write_sidecars(

@@ -42,17 +42,15 @@ from voxflow.transcribe.job import (
 )
 from voxflow.transcribe.minutes import (
     MinutesJob,
-    MinutesOutcome,
     failed_minutes_row,
     minutes_failures,
     minutes_for,
 )
-from voxflow.transcribe.outputs import SidecarWrites
+from voxflow.transcribe.outputs import ChatOutcome, SidecarWrites
 from voxflow.transcribe.plan import RunPlan, failed_result, writer_name
 from voxflow.transcribe.translations import (
     CueTimes,
     TranslationJob,
-    Translations,
     failed_rows,
     original_cue_times,
     targets_for,
@@ -131,21 +129,16 @@ def minutes_missing(ctx: RunContext) -> None:
         _minutes_here(rec, transcript, round(done.duration_s * 1000), ctx)
 
 
-def _minutes_here(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> MinutesOutcome:
+def _minutes_here(rec: Recording, transcript: Transcript, duration_ms: int, ctx: RunContext) -> ChatOutcome:
     """minutes_for in the planning process: rows, claims and notes go straight to the run."""
     res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
     if res.minutes_chat is None or ctx.aborted:
-        return MinutesOutcome()
+        return ChatOutcome()
     job = MinutesJob(
         rec, transcript, duration_ms, res.minutes_chat, res.budget, ctx.plan.ledger, ctx.settings, ctx.run_id,
         writer_name(ctx.settings),
     )  # fmt: skip
-    made = minutes_for(job)
-    ctx.catalog.add_rows("outputs", [c.row() for w in made.writes for c in w.claims])
-    ctx.left_alone.extend(note for w in made.writes for note in w.left_alone)
-    _add_minutes(ctx, made.rows)
-    ctx.aborted = ctx.aborted or made.aborted
-    return made
+    return _into_run(ctx, minutes_for(job), _add_minutes)
 
 
 def translate_missing(ctx: RunContext) -> None:
@@ -170,21 +163,28 @@ def _translate_here(
     targets: tuple[str, ...],
     ctx: RunContext,
     original_times: CueTimes | None = None,
-) -> Translations:
+) -> ChatOutcome:
     """translate_recording in the planning process: rows, claims and notes go straight to the run."""
     res = RESOURCES.get(ctx.run_id, lambda: build_resources(ctx.spec))
     if res.translator is None or not targets:
-        return Translations()
+        return ChatOutcome()
     job = TranslationJob(
         rec, transcript, duration_ms, targets, res.translator, res.budget, ctx.plan.ledger, ctx.settings,
         ctx.run_id, writer_name(ctx.settings), original_times=original_times,
     )  # fmt: skip
-    translated = translate_recording(job)
-    ctx.catalog.add_rows("outputs", [c.row() for w in translated.writes for c in w.claims])
-    ctx.left_alone.extend(note for w in translated.writes for note in w.left_alone)
-    _add_translations(ctx, translated.rows)
-    ctx.aborted = ctx.aborted or translated.aborted
-    return translated
+    return _into_run(ctx, translate_recording(job), _add_translations)
+
+
+def _into_run(
+    ctx: RunContext, made: ChatOutcome, add_rows: Callable[[RunContext, Sequence[dict[str, Any]]], None]
+) -> ChatOutcome:
+    """Chat work done in the planning process, taken into the run: its files' claims, the
+    files it left alone, its rows (``add_rows``), and an abort it met."""
+    ctx.catalog.add_rows("outputs", [c.row() for w in made.writes for c in w.claims])
+    ctx.left_alone.extend(note for w in made.writes for note in w.left_alone)
+    add_rows(ctx, made.rows)
+    ctx.aborted = ctx.aborted or made.aborted
+    return made
 
 
 def task_failed(rec: Recording, exc: BaseException, ctx: RunContext) -> RecordingResult:

@@ -22,7 +22,7 @@ from voxflow.errors import EngineError, LinesMismatch, OutputError, RunAbort
 from voxflow.fsnames import printable_name
 from voxflow.models import Cue, Recording, Segment, Transcript, language_code
 from voxflow.subtitles import SidecarDoc, shape_cues, wrap_lines
-from voxflow.transcribe.outputs import SidecarWrites, sidecar_targets, write_doc
+from voxflow.transcribe.outputs import ChatOutcome, SidecarWrites, sidecar_targets, write_doc
 from voxflow.translation import translate_lines
 
 if TYPE_CHECKING:
@@ -50,18 +50,6 @@ def targets_for(settings: Settings, language: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Translations:
-    """What translating one recording gave: rows for the ``translations`` table, the sidecars
-    written, a warning per failed language, and the cost of every answer."""
-
-    rows: tuple[dict[str, Any], ...] = ()
-    writes: tuple[SidecarWrites, ...] = ()
-    warnings: tuple[str, ...] = ()
-    cost_usd: float = 0.0
-    aborted: RunAbort | None = None  # key, credit or budget: the run stops starting work
-
-
-@dataclass(frozen=True)
 class TranslationJob:
     """One recording's transcript and what its translations need (run, engine, budget, ledger)."""
 
@@ -79,23 +67,23 @@ class TranslationJob:
     original_times: CueTimes | None = None  # the original sidecar's cue times, when read back
 
 
-def translate_recording(job: TranslationJob) -> Translations:
+def translate_recording(job: TranslationJob) -> ChatOutcome:
     """Every target of ``job`` translated and written (RunAbort — key, credit, budget — stops the run)."""
     if not job.targets:
-        return Translations()
+        return ChatOutcome()
     return asyncio.run(_translate_and_close(job))
 
 
-async def _translate_and_close(job: TranslationJob) -> Translations:
+async def _translate_and_close(job: TranslationJob) -> ChatOutcome:
     try:
         cues = shape_cues(job.transcript.segments, job.duration_ms)  # what write_sidecars wrote
         if not cues:
-            return Translations()
+            return ChatOutcome()
         if job.original_times is not None and job.original_times != tuple((c.start_ms, c.end_ms) for c in cues):
             why = "the original's subtitles no longer match the catalog's cues (--force transcribes it again)"
             source = language_code(job.transcript.language)
             rows = failed_rows(job.rec, source, job.targets, job.settings, job.run_id, why)
-            return Translations(rows=tuple(rows), warnings=tuple(_warning(job.rec, r) for r in rows))
+            return ChatOutcome(rows=tuple(rows), warnings=tuple(_warning(job.rec, r) for r in rows))
         answers = await asyncio.gather(*(_one_language(job, cues, t) for t in job.targets), return_exceptions=True)
     finally:
         await job.chat.aclose()
@@ -107,7 +95,7 @@ async def _translate_and_close(job: TranslationJob) -> Translations:
         _stopped(job, len(cues), t, a) if isinstance(a, RunAbort) else a
         for a, t in zip(answers, job.targets, strict=True)
     ]
-    return Translations(
+    return ChatOutcome(
         rows=tuple(row for row, _ in done),
         writes=tuple(w for _, w in done if w is not None),
         warnings=tuple(_warning(job.rec, row) for row, _ in done if row["status"] == "failed"),
