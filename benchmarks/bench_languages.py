@@ -48,7 +48,7 @@ def voxflow_transcript(model: str, samples):
     from voxflow.models import AudioChunk
 
     pcm = (samples * 32767).astype("<i2").tobytes()
-    engine = LocalTranscriber.shared(model, threads=2)
+    engine = LocalTranscriber(model, threads=2)
     chunk = AudioChunk(0, 0, round(len(samples) / 16), pcm, "pcm")
     return asyncio.run(engine.transcribe(chunk, TranscribeOptions(model)))
 

@@ -62,7 +62,7 @@ def vtt_text(path: Path) -> str:
 def transcribe_file(mp3: Path, work: Path) -> str:
     from voxflow.engines.local import LocalTranscriber
 
-    engine = LocalTranscriber.shared(STT, threads=2)
+    engine = LocalTranscriber(STT, threads=2)
     wav = work / (mp3.stem + ".wav")
     prepared = media.prepare_audio(str(mp3), str(wav))
     words = []

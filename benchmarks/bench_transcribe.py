@@ -36,7 +36,7 @@ def bench_wer() -> None:
     from voxflow.models import AudioChunk, Span
 
     refs = json.loads((SAMPLES / "transcripts.json").read_text())
-    engine = LocalTranscriber.shared("local/tiny.en", threads=2)
+    engine = LocalTranscriber("local/tiny.en", threads=2)
     t0 = time.perf_counter()
     engine.load()
     print(f"model load: {time.perf_counter() - t0:.2f} s")

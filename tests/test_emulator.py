@@ -2,7 +2,7 @@
 
 The emulator recognises with the embedded faster-whisper engine and speaks with Piper, so
 words and audio are real. Each emulator is module-scoped; the local models load once per
-process (``LocalTranscriber.shared``).
+process (the engine process, :mod:`voxflow.engines.process`).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def get_transcriber(settings: Settings, model: str | None = None) -> Transcriber
     if is_local(model):
         from voxflow.engines.local import LocalTranscriber
 
-        return LocalTranscriber.shared(model, threads=settings.local_threads)
+        return LocalTranscriber(model, threads=settings.local_threads)
     from voxflow.engines.openrouter import OpenRouterTranscriber
 
     return OpenRouterTranscriber(model, settings, provider=settings.provider)

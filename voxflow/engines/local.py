@@ -41,21 +41,12 @@ class LocalTranscriber(Transcriber):
     # `voxflow transcribe` of 10 min in one piece 1.05 GB, in 30 s pieces 0.55 GB for 1 h.
     max_chunk_s = 30.0
     waiting_chunks = 2  # one inference runs at a time: read ahead this many
-    _instances: ClassVar[dict[tuple[str, int], LocalTranscriber]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, model: str, threads: int = 2) -> None:
+        """A name for ``model`` in the engine process, which holds one model per (model,
+        threads) however many of these name it: they hold no state of their own."""
         self.model = model if model.startswith(LOCAL_PREFIX) else LOCAL_PREFIX + model
         self.threads = threads
-
-    @classmethod
-    def shared(cls, model: str, threads: int = 2) -> LocalTranscriber:
-        """The one instance per (model, threads) in this process."""
-        with cls._instances_lock:
-            key = (model, threads)
-            if key not in cls._instances:
-                cls._instances[key] = cls(model, threads)
-            return cls._instances[key]
 
     def load(self) -> None:
         """Load the model in the engine process now: a bad name or folder is a ConfigError."""

@@ -101,7 +101,7 @@ class EmulatorState:
     def stt_engine(self) -> Any:
         from voxflow.engines.local import LocalTranscriber
 
-        return LocalTranscriber.shared(self.config.stt_engine, threads=self.config.local_threads)
+        return LocalTranscriber(self.config.stt_engine, threads=self.config.local_threads)
 
     def tts_engine(self) -> Any:
         from voxflow.engines.local import LocalSynthesizer
