@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -62,31 +62,43 @@ class AudioTally:
         return (sum(self._probed_ms.values()) + unknown * sum(known) / len(known)) / 1000
 
 
-class RunProgress:
+def batch_bar(verb: str, counts: str, console: Console, *, shown: bool) -> Progress:
+    """A run's rich bar: ``verb ━━━ counts · $cost ETA current`` (``counts`` names task fields)."""
+    return Progress(
+        TextColumn(f"[bold]{verb}"),
+        BarColumn(),
+        TextColumn(counts + " · ${task.fields[cost]:.4f}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=console,
+        transient=False,
+        disable=not shown,
+    )
+
+
+class _Shown:
+    """A context manager that shows ``self.bar`` for as long as the block runs."""
+
+    bar: Progress
+
+    def __enter__(self) -> Self:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+class RunProgress(_Shown):
     """A rich bar on a terminal, one line per finished file elsewhere, nothing when quiet."""
 
     def __init__(self, total_files: int, console: Console, *, quiet: bool = False, force_bar: bool = False) -> None:
         self.tally = AudioTally(total_files)
         self.console = console
         self.quiet = quiet
-        self.bar = Progress(
-            TextColumn("[bold]transcribing"),
-            BarColumn(),
-            TextColumn("{task.fields[audio]} · {task.fields[files]} files · ${task.fields[cost]:.4f}"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}"),
-            console=console,
-            transient=False,
-            disable=quiet or not (console.is_terminal or force_bar),
-        )
+        self.bar = batch_bar("transcribing", "{task.fields[audio]} · {task.fields[files]} files", console,
+                             shown=not quiet and (console.is_terminal or force_bar))  # fmt: skip
         self.task = self.bar.add_task("audio", total=None, audio="", files="", cost=0.0, current="")
-
-    def __enter__(self) -> RunProgress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
         self.tally.on_event(event, data)
@@ -145,30 +157,15 @@ class ChunkTally:
                 self.books_done += 1
 
 
-class NarrationProgress:
+class NarrationProgress(_Shown):
     """A rich bar over a narration's chunks on a terminal (nothing elsewhere: the per-book
     lines say enough), fed by ``narration.*`` events from the run's threads."""
 
     def __init__(self, total_books: int, console: Console, *, force_bar: bool = False) -> None:
         self.tally = ChunkTally(total_books)
-        self.bar = Progress(
-            TextColumn("[bold]narrating"),
-            BarColumn(),
-            TextColumn("{task.fields[chunks]} chunks · {task.fields[books]} books · ${task.fields[cost]:.4f}"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}"),
-            console=console,
-            transient=False,
-            disable=not (console.is_terminal or force_bar),
-        )
+        self.bar = batch_bar("narrating", "{task.fields[chunks]} chunks · {task.fields[books]} books", console,
+                             shown=console.is_terminal or force_bar)  # fmt: skip
         self.task = self.bar.add_task("chunks", total=None, chunks="", books="", cost=0.0, current="")
-
-    def __enter__(self) -> NarrationProgress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
         self.tally.on_event(event, data)
