@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -171,3 +172,12 @@ def emulator(monkeypatch: pytest.MonkeyPatch):
     yield start
     for handle in handles:
         handle.stop()
+
+
+@pytest.fixture()
+def api(emulator):
+    """``api(**config)``: an emulator for the chat tests' key (tests/chatrun.py), the OpenRouter
+    settings pointed at it. A module may define its own ``api`` (its own key)."""
+    from tests.chatrun import KEY
+
+    return functools.partial(emulator, KEY)

@@ -6,7 +6,6 @@ map-reduce and the cost by the emulator's own request log and bill."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -15,46 +14,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 import srt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, ffmpeg
+from tests.chatrun import catalog, tones
+from tests.conftest import ROOT
 from voxflow.settings import load_settings
 from voxflow.transcribe import plan_run, run_inline
 
-KEY = "sk-or-v1-minutes-0123456789abcdef-SECRET"
 STAMP = re.compile(r"\[(?:(\d+):)?(\d{1,2}):(\d{2})\]")
 SLACK_S = 3
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture()
-def api(emulator):
-    return functools.partial(emulator, KEY)
-
-
-def tones(folder: Path, count: int, seconds: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"rec{i}.flac"
-        ffmpeg("-f", "lavfi", "-i", f"aevalsrc=0.5*sin(2*PI*{300 + 11 * i}*t*(1+t/20)):s=16000:d={seconds}", str(path))
-        paths.append(path)
-    return paths
-
-
 def settings(out: Path, **extra):
     return load_settings(out=str(out), max_chunk_s=30, retry_backoff_s=0.05, **extra)
-
-
-def catalog(out: Path, table: str) -> list[dict]:
-    con = duckdb.connect()
-    result = con.execute(f"select * from read_parquet('{out}/catalog/{table}/*.parquet')")
-    names = [d[0] for d in result.description]
-    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
 def sections(md: Path) -> dict[str, list[str]]:

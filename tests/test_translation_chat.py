@@ -5,7 +5,6 @@ by cue, with the ``srt`` and ``webvtt`` libraries; the catalog is read back by D
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -13,33 +12,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import duckdb
 import pytest
 import srt
 import webvtt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, ffmpeg
+from tests.chatrun import catalog, tones
+from tests.conftest import ROOT
 from voxflow.settings import load_settings
 from voxflow.transcribe import plan_run, run_inline
-
-KEY = "sk-or-v1-chat-0123456789abcdef-SECRET"
-
-
-@pytest.fixture()
-def api(emulator):
-    return functools.partial(emulator, KEY)
-
-
-def tones(folder: Path, count: int, seconds: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"rec{i}.flac"
-        ffmpeg("-f", "lavfi", "-i", f"aevalsrc=0.5*sin(2*PI*{300 + 11 * i}*t*(1+t/20)):s=16000:d={seconds}", str(path))
-        paths.append(path)
-    return paths
 
 
 def srt_cues(path: Path) -> list[srt.Subtitle]:
@@ -57,14 +39,6 @@ def assert_translated(original: Path, translated: Path, target: str) -> None:
 
 def vtt_times(path: Path) -> list[tuple[str, str]]:
     return [(c.start, c.end) for c in webvtt.read(str(path))]
-
-
-def catalog(out: Path, table: str) -> list[tuple]:
-    query = f"select * from read_parquet('{out}/catalog/{table}/*.parquet')"
-    con = duckdb.connect()
-    result = con.execute(query)
-    names = [d[0] for d in result.description]
-    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
 def settings(out: Path, **extra):
