@@ -220,8 +220,9 @@ def validate_model(settings: Settings, kind: str = "transcription", voice: str |
         )
 
 
-def validate_chat_model(settings: Settings, model: str) -> None:
-    """Check ``--translation-model`` (an OpenRouter chat model) against GET /models before a batch."""
+def validate_chat_model(settings: Settings, model: str, flag: str) -> None:
+    """Check an OpenRouter chat model (``--translation-model``, ``--minutes-model``) against
+    GET /models before a batch; an unknown one names ``flag`` (the flag and its variable)."""
     import asyncio
 
     from voxflow.engines.openrouter import validate_model
@@ -230,7 +231,7 @@ def validate_chat_model(settings: Settings, model: str) -> None:
     try:
         asyncio.run(validate_model(settings, model, "text"))
     except UnknownModel as exc:
-        raise UnknownModel(f"--translation-model (VOXFLOW_TRANSLATION_MODEL): {exc}") from None
+        raise UnknownModel(f"{flag}: {exc}") from None
 
 
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:

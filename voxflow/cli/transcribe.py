@@ -71,19 +71,6 @@ def check_minutes(settings: Settings) -> None:
         )
 
 
-def validate_minutes_model(settings: Settings) -> None:
-    """Check ``--minutes-model`` (an OpenRouter chat model) against GET /models before a batch."""
-    import asyncio
-
-    from voxflow.engines.openrouter import validate_model
-    from voxflow.errors import UnknownModel
-
-    try:
-        asyncio.run(validate_model(settings, settings.minutes_model, "text"))
-    except UnknownModel as exc:
-        raise UnknownModel(f"--minutes-model (VOXFLOW_MINUTES_MODEL): {exc}") from None
-
-
 def run_transcribe(source: str, settings: Settings, notify: Callable[[dict[str, Any]], None] | None = None) -> int:
     """The transcribe command without typer: hold the output's lock, then plan, run, report.
     The first Ctrl-C or SIGTERM stops starting work (exit 130, see voxflow.interrupts)."""
@@ -136,9 +123,9 @@ def _transcribe_locked(
     _say_subtitled(plan.subtitled, settings)
     try:
         if settings.chat_targets and (plan.has_work or plan.translate):
-            validate_chat_model(settings, settings.translation_model)
+            validate_chat_model(settings, settings.translation_model, "--translation-model (VOXFLOW_TRANSLATION_MODEL)")
         if settings.minutes and (plan.has_work or plan.minutes):
-            validate_minutes_model(settings)
+            validate_chat_model(settings, settings.minutes_model, "--minutes-model (VOXFLOW_MINUTES_MODEL)")
         if not plan.has_work:
             summary = run_inline(plan, run_id).as_dict()
         else:
