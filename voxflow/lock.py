@@ -122,6 +122,10 @@ def _say_waiting(out: OutputTree, holder: Holder | None) -> None:
     log.warning("waiting for %s: in use by %s", out.url, who)
 
 
+HOLDER_READS = 40  # × 25 ms: how long a just-taken lock may stay nameless
+HOLDER_READ_PAUSE_S = 0.025
+
+
 class _FileLock:
     """``flock`` on a local file; freed by the kernel when the holder's process ends."""
 
@@ -147,11 +151,21 @@ class _FileLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            holder = Holder.parse(self.path.read_bytes())
+            holder = self._holder()
         if not self.settings.wait:
             raise _busy(self.out, holder)
         _say_waiting(self.out, holder)
         fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _holder(self) -> Holder | None:
+        """Who holds the lock. It writes its name just after taking the lock, so a file still
+        empty is read again for a moment (CI met the gap: "in use by another run", no pid)."""
+        for _ in range(HOLDER_READS):
+            holder = Holder.parse(self.path.read_bytes())
+            if holder is not None:
+                return holder
+            time.sleep(HOLDER_READ_PAUSE_S)
+        return None
 
     def release(self) -> None:
         if self.fd is not None:
