@@ -108,14 +108,23 @@ class PrefectServer:
         assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout + proc.stderr
 
+    def request(self, method: str, path: str, **kwargs: object) -> dict:
+        """One REST call, retried on 503 as Prefect's own client does: the server answers 503
+        while its SQLite database is busy (seen on a loaded CI machine)."""
+        for attempt in range(6):
+            response = httpx.request(method, f"{self.api}{path}", timeout=10, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * 2**attempt)
+        return response.raise_for_status().json()
+
     def trigger(self, name: str) -> str:
         """Start a run of deployment ``flow/deployment`` with its default parameters; its id."""
-        deployment = httpx.get(f"{self.api}/deployments/name/{name}", timeout=10).raise_for_status().json()
-        created = httpx.post(f"{self.api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
-        return created.raise_for_status().json()["id"]
+        deployment = self.request("GET", f"/deployments/name/{name}")
+        return self.request("POST", f"/deployments/{deployment['id']}/create_flow_run", json={})["id"]
 
     def flow_run(self, run_id: str) -> dict:
-        return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=10).json()
+        return self.request("GET", f"/flow_runs/{run_id}")
 
 
 @pytest.fixture()
