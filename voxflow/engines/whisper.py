@@ -110,7 +110,11 @@ class Whisper:
                 language=language,
                 vad_filter=True,
                 word_timestamps=True,
-                condition_on_previous_text=False,
+                # the text so far prompts the next window of the same ≤ 30 s piece (faster-whisper's
+                # default): without it, a clip's quiet tail looped at temperature 0 and was decoded
+                # again hotter (spk1_snt1: 2.7 s instead of 0.6 s); pieces are short, so no loop
+                # carries far, and the gates drop one that does
+                condition_on_previous_text=True,
                 temperature=_temperatures(options.temperature),
                 compression_ratio_threshold=MAX_COMPRESSION_RATIO,
                 log_prob_threshold=LOW_LOGPROB,
