@@ -234,20 +234,30 @@ def validate_chat_model(settings: Settings, model: str, flag: str) -> None:
         raise UnknownModel(f"{flag}: {exc}") from None
 
 
+HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+
+
 def run_bound(run_flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in a worker thread (stop signals stay ours, see voxflow.interrupts) on the
-    Prefect API :func:`start_prefect_api` finds or starts."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    Prefect API :func:`start_prefect_api` finds or starts.
 
-    api_url = _take_prefect_api()  # None: Prefect's settings decide
+    The run sends no flow-run heartbeats unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set:
+    Prefect's heartbeat thread wakes once a second, so its join held the end of every run by
+    up to 1 s, and nothing reads them unless a zombie-run automation is set up (runs started
+    by a deployment's worker keep Prefect's default)."""
+    from prefect import settings
 
-    def run_told_where_the_api_is() -> dict[str, Any]:
-        if api_url is None:
+    updates: dict[Any, Any] = {}
+    if not any(name in os.environ for name in HEARTBEAT_SETTINGS):
+        updates[settings.PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    if (api_url := _take_prefect_api()) is not None:  # None: Prefect's settings decide
+        updates[settings.PREFECT_API_URL] = api_url  # travels with each task to Dask workers
+
+    def run_in_these_settings() -> dict[str, Any]:
+        with settings.temporary_settings(updates=updates):
             return run_flow()
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):  # travels with each task to Dask workers
-            return run_flow()
 
-    return interrupts.run_in_worker(run_told_where_the_api_is)
+    return interrupts.run_in_worker(run_in_these_settings)
 
 
 _prefect_api: Future[str | None] | None = None  # found or being started, for the next run_bound
