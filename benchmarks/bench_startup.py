@@ -5,7 +5,10 @@ Whole-process wall time, each command run the way a user runs it, side by side:
             (int8, VAD, word timestamps: what voxflow asks of it), writing nothing;
   voxflow   `voxflow transcribe FILES --out NEW --model local/tiny.en` with Prefect's temporary
             server (started by the run, ≈ 200 MB, dies with it);
-  +server   the same after `voxflow server start` (the run finds the background server).
+  +server   the same after `voxflow server start` (the run finds the background server);
+  1 proc    +server with VOXFLOW_LOCAL_PROCESSES=1: one engine process of two threads, as
+            bare runs, so its gap to bare is voxflow's own overhead (the default, two
+            engine processes of one thread, is what a user gets).
 For one file (jfk.flac, 11 s) and for the demo folder (sample_data/recordings, 7 files).
 Targets (issue 15): one file within bare + 4 s with a server running; the demo within 1.5× bare.
 Prints the median of ``--repeat`` runs and the machine's load average, which skews every figure.
@@ -78,16 +81,19 @@ def main() -> None:
     cli = [sys.executable, "-m", "voxflow.cli", "server"]
     subprocess.run([*cli, "start", "--port", str(free_port())], env=env, check=True, capture_output=True)
     try:
+        one_process = {**env, "VOXFLOW_LOCAL_PROCESSES": "1"}
         for row, folder in zip(rows, (one, SAMPLES), strict=True):
             row.append(median_of(args.repeat, lambda d=folder: voxflow(d, env)))
+            row.append(median_of(args.repeat, lambda d=folder: voxflow(d, one_process)))
     finally:
         subprocess.run([*cli, "stop"], env=env, check=True, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
     print(f"load average before/after: {os.getloadavg()[0]:.2f}; median of {args.repeat} runs, whole process")
-    print(f"{'':16}{'bare':>8}{'voxflow':>10}{'+server':>10}{'ratio':>8}{'+server ratio':>15}{'+server - bare':>16}")
-    for label, bare, plain, served in rows:
-        print(f"{label:16}{bare:8.1f}{plain:10.1f}{served:10.1f}{plain / bare:8.2f}{served / bare:15.2f}"
-              f"{served - bare:15.1f}s")  # fmt: skip
+    print(f"{'':16}{'bare':>8}{'voxflow':>10}{'+server':>10}{'1 proc':>8}{'ratio':>8}{'+server ratio':>15}"
+          f"{'1 proc ratio':>14}{'+server - bare':>16}")  # fmt: skip
+    for label, bare, plain, served, single in rows:
+        print(f"{label:16}{bare:8.1f}{plain:10.1f}{served:10.1f}{single:8.1f}{plain / bare:8.2f}{served / bare:15.2f}"
+              f"{single / bare:14.2f}{served - bare:15.1f}s")  # fmt: skip
 
 
 if __name__ == "__main__":

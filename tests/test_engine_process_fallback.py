@@ -1,10 +1,13 @@
-"""Where no child process can be started (no working sem_open, e.g. a container without
-/dev/shm), the engine's calls run on a thread of this process instead of failing the run.
-Oracle: the pid the call reports."""
+"""The engine processes (voxflow/engines/process.py): calls run in children of this process,
+one at a time in each, several at once across a pool; where no child process can be started
+(no working sem_open, e.g. a container without /dev/shm), on a thread of this process instead
+of failing the run. Oracle: the pid and the clock each call reports from where it ran."""
 
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -28,5 +31,27 @@ def test_with_child_processes_calls_run_in_the_engine_process(monkeypatch: pytes
     try:
         assert process.call(os.getpid) != os.getpid()
         assert process.call(os.getppid) == os.getpid()  # a child of this process
+    finally:
+        process._executor.shutdown()  # type: ignore[union-attr]
+
+
+def nap(seconds: float) -> tuple[int, float, float]:
+    """(pid, started, ended) of a call that sleeps, measured where it ran."""
+    started = time.time()
+    time.sleep(seconds)
+    return os.getpid(), started, time.time()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_pool_of_n_engine_processes_runs_n_calls_at_once(monkeypatch: pytest.MonkeyPatch, processes: int) -> None:
+    monkeypatch.setattr(process, "_executor", None)
+    try:
+        for _ in range(3):
+            with ThreadPoolExecutor(2) as callers:
+                (pid_a, start_a, end_a), (pid_b, start_b, end_b) = callers.map(
+                    lambda _: process.call(nap, 0.5, processes=processes), range(2)
+                )
+            overlap = start_a < end_b and start_b < end_a
+            assert (pid_a != pid_b, overlap) == (processes == 2, processes == 2)
     finally:
         process._executor.shutdown()  # type: ignore[union-attr]

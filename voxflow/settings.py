@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     max_chunk_s: float = Field(default=600.0, ge=1)  # longest piece sent to an engine
     min_silence_s: float = Field(default=0.35, gt=0)
     silence_db: float = -35.0
-    local_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    local_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)  # the embedded engine's, in all
+    local_processes: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)  # engine processes
     workers: int = Field(default=0, ge=0)  # recordings in flight; 0 = derived from concurrency
     request_timeout_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)

@@ -160,7 +160,8 @@ def get_transcriber(settings: Settings, model: str | None = None) -> Transcriber
     if is_local(model):
         from voxflow.engines.local import LocalTranscriber
 
-        return LocalTranscriber(model, threads=settings.local_threads)
+        processes = min(settings.local_processes, settings.local_threads)  # never more threads than asked for
+        return LocalTranscriber(model, threads=max(1, settings.local_threads // processes), processes=processes)
     from voxflow.engines.openrouter import OpenRouterTranscriber
 
     return OpenRouterTranscriber(model, settings, provider=settings.provider)

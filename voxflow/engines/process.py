@@ -1,4 +1,4 @@
-"""The embedded Whisper models live in one child process of their own, the engine process.
+"""The embedded Whisper models live in child processes of their own, the engine processes.
 
 Why: the models and their inference (≈ 150–350 MB) then never share a process with Prefect,
 the flow and the planning (≈ 250 MB), so no process of a run needs the sum; the engine
@@ -7,16 +7,18 @@ process imports only faster-whisper and NumPy and keeps one allocator arena (gli
 471–477 MB at the same speed; returning freed memory at once, ``M_TRIM_THRESHOLD`` 0, gave
 373 MB but 38 % slower inference); and a crash inside CTranslate2 fails one call, not the run.
 
-How: a :class:`~concurrent.futures.ProcessPoolExecutor` of one process, started by
-``spawn`` (a fresh interpreter: no inherited threads or locks) with SIGINT and SIGTERM
-blocked, so Ctrl-C is the parent's to handle — what is in flight finishes, as in-process. It
-exits with its parent however the parent ends (it watches the parent's sentinel: ``kill -9``
-included). Calls run one at a time, as inference did on its one dedicated thread before.
-Dask's worker processes are daemonic and may not have children: there, and wherever a child
-cannot be started (no working ``sem_open``, e.g. no /dev/shm), the models run on one
-dedicated thread of the process itself.
+How: a :class:`~concurrent.futures.ProcessPoolExecutor` of ``processes`` engine processes
+(two by default: see :class:`voxflow.engines.local.LocalTranscriber`), started by ``spawn``
+(a fresh interpreter: no inherited threads or locks) with SIGINT and SIGTERM blocked, so
+Ctrl-C is the parent's to handle — what is in flight finishes, as in-process. Each exits with
+its parent however the parent ends (it watches the parent's sentinel: ``kill -9`` included).
+Each runs one call at a time. Dask's worker processes are daemonic and may not have children:
+there, and wherever a child cannot be started (no working ``sem_open``, e.g. no /dev/shm),
+the models run on one dedicated thread of the process itself.
 
-Shared state: ``_executor`` (one per process) is created and replaced under ``_lock``.
+Shared state: ``_executor`` and ``_size`` (one pool per process) are created and replaced
+under ``_lock``; a call asking for another number of processes replaces the pool (the old
+one's calls in flight finish first).
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ DIED = "the embedded engine's process ended unexpectedly, twice (killed, or out 
 
 _lock = threading.Lock()
 _executor: Executor | None = None
+_size = 0  # engine processes of _executor
 
 
-def call(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` in the engine process (started on first use), waited for. A call whose
-    engine process dies (killed, out of memory) is tried once more in a new one."""
+def call(fn: Callable[..., T], *args: object, processes: int = 1) -> T:
+    """``fn(*args)`` in an engine process of a pool of ``processes`` (started on first use),
+    waited for. A call whose engine process dies (killed, out of memory) is tried once more in
+    a new pool."""
     for _ in range(ATTEMPTS):
-        executor = _current()
+        executor = _current(processes)
         try:
             return executor.submit(fn, *args).result()
         except BrokenProcessPool:
@@ -62,17 +66,20 @@ def call(fn: Callable[..., T], *args: object) -> T:
     raise EngineError(DIED)
 
 
-def start(fn: Callable[..., object], *args: object) -> None:
-    """Queue ``fn(*args)`` in the engine process without waiting for it (a warm-up: what it
-    raises, the next :func:`call` of the same work raises again)."""
+def start(fn: Callable[..., object], *args: object, processes: int = 1) -> None:
+    """Queue ``fn(*args)`` once per engine process without waiting (a warm-up: each process
+    is started, and most often each runs one of them; what it raises, the next :func:`call`
+    of the same work raises again)."""
     with contextlib.suppress(BrokenProcessPool):
-        _current().submit(fn, *args)
+        executor = _current(processes)
+        for _ in range(processes):
+            executor.submit(fn, *args)
 
 
-async def call_async(fn: Callable[..., T], *args: object) -> T:
+async def call_async(fn: Callable[..., T], *args: object, processes: int = 1) -> T:
     """:func:`call` for a coroutine."""
     for _ in range(ATTEMPTS):
-        executor = _current()
+        executor = _current(processes)
         try:
             return await asyncio.wrap_future(executor.submit(fn, *args))
         except BrokenProcessPool:
@@ -80,16 +87,19 @@ async def call_async(fn: Callable[..., T], *args: object) -> T:
     raise EngineError(DIED)
 
 
-def _current() -> Executor:
-    global _executor
+def _current(processes: int) -> Executor:
+    global _executor, _size
     with _lock:
+        if _executor is not None and _size != processes:
+            _executor.shutdown(wait=False)  # its calls in flight finish, then its processes exit
+            _executor = None
         if _executor is None:
-            _executor = _start()
+            _executor, _size = _start(processes), processes
         return _executor
 
 
 def _forget(executor: Executor) -> None:
-    """Drop a broken engine process: the next call starts a new one."""
+    """Drop a broken pool (an engine process died): the next call starts a new one."""
     global _executor
     with _lock:
         if _executor is executor:
@@ -97,16 +107,17 @@ def _forget(executor: Executor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _start() -> Executor:
+def _start(processes: int) -> Executor:
     if multiprocessing.current_process().daemon:  # a Dask worker: no children allowed
         return _in_this_process()
     if QUIET_TRACKER not in sys.warnoptions:  # passed on to the processes spawn starts
         sys.warnoptions.append(QUIET_TRACKER)
     try:
         context = multiprocessing.get_context("spawn")
-        executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_prepare_engine_process)
-        with _stop_signals_blocked():  # the mask is inherited: the child never sees Ctrl-C
-            executor.submit(os.getpid)  # starts the process now, from this thread
+        executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_prepare_engine_process)
+        with _stop_signals_blocked():  # the mask is inherited: the children never see Ctrl-C
+            for _ in range(processes):  # each submit finding no idle process starts one, now, from this thread
+                executor.submit(os.getpid)
     except (OSError, ImportError, NotImplementedError):  # no working sem_open (/dev/shm) here
         return _in_this_process()
     return executor
