@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from tests.realspeech import make_recording, run_cli, word_error_rate  # noqa: E402
 
 SAMPLE_S = 0.2
+WHOLE_RUN = "whole run (sum of its processes)"
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _role(proc: psutil.Process, cli_pid: int) -> str:
 
 
 def _sample_tree(pid: int, peaks: dict[str, float], stop: threading.Event) -> None:
-    """Peak RSS per role over the process tree of ``pid``, until ``stop``."""
+    """Peak RSS per role over the process tree of ``pid``, and of the tree's sum, until ``stop``."""
     try:
         root = psutil.Process(pid)
     except psutil.Error:
@@ -78,14 +79,17 @@ def _sample_tree(pid: int, peaks: dict[str, float], stop: threading.Event) -> No
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             break
+        total = 0.0
         for proc in tree:
             try:
                 rss = proc.memory_info().rss / 2**20
             except psutil.Error:
                 continue
             role = _role(proc, pid)
+            total += rss
             if rss > 0:
                 peaks[role] = max(peaks.get(role, 0.0), rss)
+        peaks[WHOLE_RUN] = max(peaks.get(WHOLE_RUN, 0.0), total)
         stop.wait(SAMPLE_S)
 
 
