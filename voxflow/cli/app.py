@@ -41,6 +41,7 @@ from voxflow.cli.streams import guard_streams
 from voxflow.cli.transcribe import run_transcribe
 from voxflow.cli.usage import Command, NoArgsIsHelpError, UsageError, usage_line
 from voxflow.errors import ConfigError
+from voxflow.fsnames import one_line
 from voxflow.settings import Settings
 
 app = typer.Typer(
@@ -323,7 +324,7 @@ def voices(model: Annotated[str, typer.Argument(metavar="MODEL", help="A speech 
             for v in entry.get("supported_voices") or []:
                 out_console.print(v)
             return
-    console.print(f"[red]error:[/] unknown speech model {model!r}")
+    console.print(f"[red]error:[/] unknown speech model {escape(one_line(repr(model)))}")
     raise typer.Exit(3)
 
 
@@ -479,7 +480,8 @@ def serve(
         raise ConfigError(f"--host {host} exposes the archive beyond this machine: add --token SECRET")
     app_ = create_app(local_root(out), token=token)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    console.print(f"serving {out} on http://{shown}:{port}/" + (" (token required: ?token=…)" if token else ""))
+    where = f"serving {one_line(out)} on http://{shown}:{port}/" + (" (token required: ?token=…)" if token else "")
+    console.print(where, markup=False, highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

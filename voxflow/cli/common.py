@@ -15,9 +15,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from voxflow import interrupts
 from voxflow.errors import ConfigError, ExitCode, SourceError, explain
+from voxflow.fsnames import one_line
 from voxflow.settings import Settings, load_settings
 
 console = Console(stderr=True, soft_wrap=True)  # a message is one line, however narrow the terminal
@@ -170,9 +172,9 @@ def check_beside_source(source: str) -> None:
 def say_engine(model: str, has_key: bool) -> None:
     if model.startswith("local/"):
         why = "" if has_key else " (no OPENROUTER_API_KEY set)"
-        console.print(f"engine: embedded offline [bold]{model}[/]{why}")
+        console.print(f"engine: embedded offline [bold]{escape(one_line(model))}[/]{why}")
     else:
-        console.print(f"engine: OpenRouter [bold]{model}[/]")
+        console.print(f"engine: OpenRouter [bold]{escape(one_line(model))}[/]")
 
 
 def notifier_for(command: Any, url: str | None, always: bool) -> Callable[[dict[str, Any]], None]:

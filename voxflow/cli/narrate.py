@@ -137,7 +137,7 @@ def _print_summary(summary: Mapping[str, Any], console: Any, wall_s: float) -> N
     for failure in summary["failures"]:
         console.print(one_line(f"✗ {failure['kind']}: {failure['message']}"), markup=False, highlight=False)
     if summary.get("aborted"):
-        console.print(f"aborted: {summary['aborted']}")
+        console.print(one_line(f"aborted: {summary['aborted']}"), markup=False, highlight=False)
     if summary.get("interrupted"):
         console.print(
             f"interrupted: {summary.get('left_undone', 0)} documents left for the next run "

@@ -135,9 +135,10 @@ def _transcribe_locked(
                 say_engine(settings.transcription_model, settings.openrouter.has_key)
                 if settings.chat_targets:
                     targets = ", ".join(settings.chat_targets)
-                    console.print(f"translation: OpenRouter [bold]{settings.translation_model}[/] → {targets}")
+                    model = escape(one_line(settings.translation_model))
+                    console.print(f"translation: OpenRouter [bold]{model}[/] → {targets}")
                 if settings.minutes:
-                    console.print(f"minutes: OpenRouter [bold]{settings.minutes_model}[/]")
+                    console.print(f"minutes: OpenRouter [bold]{escape(one_line(settings.minutes_model))}[/]")
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
