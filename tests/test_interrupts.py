@@ -9,6 +9,7 @@ temporary audio and assembly folders it left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -328,3 +329,24 @@ def test_ctrl_c_while_the_prefect_api_starts_stops_before_any_work(tmp_path: Pat
     assert "interrupted before any recording started" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert not list(out.glob("catalog/transcripts/*.parquet"))
+
+
+def test_a_late_copy_of_ctrl_c_while_the_run_exits_prints_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C during start-up, and a second copy of it (`uv run` forwards one, the terminal
+    delivers one) just after the run said so, while it exits: the exit used to wait for the
+    engine processes' model load and print a KeyboardInterrupt traceback from Python's exit
+    handlers. Now the engine processes end at once and the copy changes nothing."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    distinct_recordings(source, copies=1)
+    run = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run")  # local/auto: a long load
+    try:
+        wait_for(lambda: "engine:" in run.stderr, "the engine line", run)
+        os.killpg(run.proc.pid, signal.SIGINT)
+        wait_for(lambda: "interrupted before any recording started" in run.stderr, "the run to stop", run)
+        with contextlib.suppress(ProcessLookupError):
+            run.proc.send_signal(signal.SIGINT)
+        code = run.wait()
+    finally:
+        run.stop()
+    assert code == 130, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr[-2000:]

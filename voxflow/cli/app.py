@@ -4,6 +4,7 @@ the catalog; exit codes: 0 done, 1 some items failed, 2 usage/config error, 3 ru
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -518,7 +519,19 @@ def main() -> None:
     _logging()
     code = _run_app()
     sys.stdout.flush()
+    _exit_promptly(code)
     sys.exit(code)
+
+
+def _exit_promptly(code: int) -> None:
+    """The command is over: the engine processes end now instead of being waited for, and a
+    stop signal while the interpreter exits (a late copy of a Ctrl-C: the terminal and `uv run`
+    each deliver one) exits at once with the same code, instead of a KeyboardInterrupt
+    traceback from the exit handlers."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: os._exit(code))
+    if (engines := sys.modules.get("voxflow.engines.process")) is not None:
+        engines.stop()
 
 
 def _run_app() -> int:

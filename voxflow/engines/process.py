@@ -87,6 +87,21 @@ async def call_async(fn: Callable[..., T], *args: object, processes: int = 1) ->
     raise EngineError(DIED)
 
 
+def stop() -> None:
+    """End the engine processes now, at the end of a command: queued calls are dropped and the
+    processes killed (they only compute; nothing of theirs is worth waiting for), so the
+    interpreter's exit does not wait for a model load or a piece in flight."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+    if executor is None:
+        return
+    children = list((getattr(executor, "_processes", None) or {}).values())  # the pool's own (3.14: terminate_workers)
+    executor.shutdown(wait=False, cancel_futures=True)
+    for child in children:
+        child.kill()
+
+
 def _current(processes: int) -> Executor:
     global _executor, _size
     with _lock:
