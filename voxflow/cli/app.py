@@ -369,9 +369,11 @@ def _nights_table(nights: list[dict[str, Any]]) -> list[str]:
 def doctor(out: OutOpt = None) -> None:
     """Check ffmpeg and its codecs, the embedded engines, the API key and its credits (the key
     is never printed), free disk space at --out, and Prefect. Exit code 1 when a check failed."""
+    from flows.server import background_server_url
     from voxflow.reporting import doctor_checks
 
-    checks = doctor_checks(settings_from(out=out))
+    background = None if os.environ.get("PREFECT_API_URL") else background_server_url()
+    checks = doctor_checks(settings_from(out=out), background)
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
     for check in checks:  # plain lines: the terminal wraps them, nothing is cut or elided
         status = f"[{colour[check.status]}]{check.status:<4}[/]"
