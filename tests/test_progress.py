@@ -103,3 +103,18 @@ def test_a_model_folder_with_markup_in_its_path_is_named_as_it_is(
     done = cli_run("transcribe", str(src), "--out", str(out), "--model", model, prefect_api=prefect_api)
     assert done.returncode == 0, done.stderr
     assert f"engine: embedded offline {model}" in done.stdout + done.stderr
+
+
+def test_identical_copies_count_in_the_totals(samples: Path, tmp_path: Path, prefect_api: str) -> None:
+    """Two byte-identical files are transcribed once and each gets its outputs: the found line
+    and the per-file count include the copy ("3/2 files" before)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(samples / "spk1_snt3.wav", src / "a.wav")
+    shutil.copy(samples / "spk1_snt3.wav", src / "b.wav")
+    shutil.copy(samples / "spk1_snt1.wav", src / "c.wav")
+    done = cli_run("transcribe", str(src), "--out", str(out), "--model", "local/tiny.en", prefect_api=prefect_api)
+    assert done.returncode == 0, done.stderr
+    assert "found 3 recordings: 3 to transcribe (1 identical to another: transcribed once)" in done.stderr
+    counts = sorted(ln.rsplit("; ", 1)[1] for ln in done.stderr.splitlines() if ln.startswith("done "))
+    assert counts == ["1/3 files)", "2/3 files)", "3/3 files)"], done.stderr

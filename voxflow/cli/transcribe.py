@@ -111,8 +111,9 @@ def _transcribe_locked(
         return 0
     if not settings.quiet:
         console.print(
-            f"found {plural(plan.found, 'recording')}: {len(plan.todo)} to transcribe, "
-            f"{len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
+            f"found {plural(plan.found, 'recording')}: {len(plan.todo) + len(plan.twins)} to transcribe"
+            + (f" ({len(plan.twins)} identical to another: transcribed once)" if plan.twins else "")
+            + f", {len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
             + (f", {len(plan.translate)} to translate from the catalog" if plan.translate else "")
             + (f", {len(plan.minutes)} to write minutes for from the catalog" if plan.minutes else "")
             + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
@@ -142,7 +143,8 @@ def _transcribe_locked(
             if interrupts.requested():
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
-            summary = _run_transcription_flow(source, settings, len(plan.todo) + len(plan.restore), run_id)
+            recordings = len(plan.todo) + len(plan.twins) + len(plan.restore)  # each gets its "finished"
+            summary = _run_transcription_flow(source, settings, recordings, run_id)
     except interrupts.Interrupted:
         console.print("[yellow]interrupted[/] before any recording started")
         return interrupts.INTERRUPTED_EXIT
