@@ -52,7 +52,9 @@ def request() -> None:
 @contextlib.contextmanager
 def graceful_signals(on_first: Callable[[str], None]) -> Iterator[None]:
     """Within the block, the first stop signal calls ``on_first(name)`` and sets
-    :func:`requested`; a second one exits the process at once with status 130."""
+    :func:`requested`; a second one exits the process at once with status 130. Once a stop
+    was asked, that holds after the block too (while the process reports and exits: a late
+    second signal used to meet Python's default handler, a KeyboardInterrupt, exit -2)."""
 
     first_at: list[float] = []
 
@@ -83,8 +85,9 @@ def graceful_signals(on_first: Callable[[str], None]) -> Iterator[None]:
         _wakeup.clear()
         os.close(read_end)
         os.close(write_end)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not _stop.is_set():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def run_in_worker(work: Callable[[], T]) -> T:
