@@ -3,6 +3,7 @@ the catalog; exit codes: 0 done, 1 some items failed, 2 usage/config error, 3 ru
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -517,6 +518,7 @@ class _OneLine:
 def main() -> None:
     """Entry point of the ``voxflow`` script: every error one line, exit codes of ExitCode; a
     reader that goes away (``| head -1``) changes neither the run nor its code (cli/streams.py)."""
+    atexit.register(_ignore_stop_signals)  # registered first: runs last, once Python code is done
     guard_streams()
     _logging()
     code = _run_app()
@@ -534,6 +536,13 @@ def _exit_promptly(code: int) -> None:
         signal.signal(sig, lambda *_: os._exit(code))
     if (engines := sys.modules.get("voxflow.engines.process")) is not None:
         engines.stop()
+
+
+def _ignore_stop_signals() -> None:
+    """The last exit handler: what remains is the interpreter's own teardown, which resets
+    Python-level handlers to the default (a stop signal there killed the process: exit -2)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _run_app() -> int:
