@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,25 @@ def test_a_pool_of_n_engine_processes_runs_n_calls_at_once(monkeypatch: pytest.M
             assert (pid_a != pid_b, overlap) == (processes == 2, processes == 2)
     finally:
         process._executor.shutdown()  # type: ignore[union-attr]
+
+
+def engine_shape(queue: Any) -> None:
+    from voxflow.engines.base import get_transcriber
+    from voxflow.settings import load_settings
+
+    engine = get_transcriber(load_settings(model="local/tiny.en", out="unused", local_threads=2))
+    queue.put((engine.threads, engine.processes))
+
+
+def test_a_daemonic_process_gives_all_its_threads_to_its_one_engine_thread() -> None:
+    """A Dask worker (daemonic: no children) runs the models on one thread of its own, so that
+    one gets all of VOXFLOW_LOCAL_THREADS, not a share meant for two engine processes."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    for daemon, expected in ((True, (2, 1)), (False, (1, 2))):
+        child = context.Process(target=engine_shape, args=(queue,), daemon=daemon)
+        child.start()
+        assert queue.get(timeout=120) == expected
+        child.join(30)

@@ -159,8 +159,10 @@ def get_transcriber(settings: Settings, model: str | None = None) -> Transcriber
     model = model or settings.transcription_model
     if is_local(model):
         from voxflow.engines.local import LocalTranscriber
+        from voxflow.engines.process import may_have_children
 
-        processes = min(settings.local_processes, settings.local_threads)  # never more threads than asked for
+        # never more threads than asked for; one "process" (a thread of this one) in a Dask worker
+        processes = min(settings.local_processes, settings.local_threads) if may_have_children() else 1
         return LocalTranscriber(model, threads=max(1, settings.local_threads // processes), processes=processes)
     from voxflow.engines.openrouter import OpenRouterTranscriber
 

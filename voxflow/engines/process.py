@@ -122,8 +122,13 @@ def _forget(executor: Executor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+def may_have_children() -> bool:
+    """False in a daemonic process (a Dask worker): there the models run on a thread of it."""
+    return not multiprocessing.current_process().daemon
+
+
 def _start(processes: int) -> Executor:
-    if multiprocessing.current_process().daemon:  # a Dask worker: no children allowed
+    if not may_have_children():
         return _in_this_process()
     if QUIET_TRACKER not in sys.warnoptions:  # passed on to the processes spawn starts
         sys.warnoptions.append(QUIET_TRACKER)
