@@ -41,6 +41,7 @@ def transcribe_flow(
     options: dict[str, Any] | None = None,
     model: str | None = None,
     run_id: str | None = None,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """Transcribe every new recording under ``source`` into ``out``.
 
@@ -48,19 +49,21 @@ def transcribe_flow(
     the API key is read from the environment of each process that runs a task, never passed here.
     ``model``, when given, wins over ``options["model"]`` (a deployment's own parameter).
     One run per output at a time (voxflow.lock): a second one waits (``wait`` option) or fails.
+    ``started_at`` (epoch seconds): when the command that started this flow started, so the
+    run's manifest and report count its start-up too; default, now.
     """
     settings = load_settings(**{**(options or {}), "out": out, **({"model": model} if model else {})})
     run_id = run_id or new_run_id()
     with output_lock(settings, run_id):  # re-entrant: the CLI that started this flow holds it already
         plan = plan_run(source, local_threads_per_worker(settings))
-        return run_plan(plan, run_id)
+        return run_plan(plan, run_id, started_at)
 
 
-def run_plan(plan: RunPlan, run_id: str | None = None) -> dict[str, Any]:
+def run_plan(plan: RunPlan, run_id: str | None = None, started_at: float | None = None) -> dict[str, Any]:
     """Submit the plan's recordings as tasks, restore moved ones meanwhile, record each outcome
     as it comes, and finish the run."""
     logger = get_run_logger()
-    ctx = open_run(plan, run_id)
+    ctx = open_run(plan, run_id, started_at=started_at)
     logger.info(
         "run %s: %d to transcribe, %d to restore, %d already done, %d waiting to settle, %d gone from the source, "
         "model %s, on %s",

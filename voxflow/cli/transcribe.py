@@ -101,7 +101,7 @@ def _transcribe_locked(
     """Plan, run (Prefect only if there is work), report."""
     from voxflow.transcribe import plan_run, run_inline
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()  # the run's start: its manifest counts start-up
     try:
         plan = plan_run(source, settings)
     except SourceError as exc:
@@ -144,7 +144,7 @@ def _transcribe_locked(
                 console.print("[yellow]interrupted[/] before any recording started")
                 return interrupts.INTERRUPTED_EXIT
             recordings = len(plan.todo) + len(plan.twins) + len(plan.restore)  # each gets its "finished"
-            summary = _run_transcription_flow(source, settings, recordings, run_id)
+            summary = _run_transcription_flow(source, settings, recordings, run_id, started_at)
     except interrupts.Interrupted:
         console.print("[yellow]interrupted[/] before any recording started")
         return interrupts.INTERRUPTED_EXIT
@@ -192,7 +192,9 @@ def _say_passed_over(passed_over: Sequence[Any], shown: int = 5) -> None:
         console.print(f"  … and {len(passed_over) - shown} more (runs/<run_id>.json lists them all)")
 
 
-def _run_transcription_flow(source: str, settings: Settings, total: int, run_id: str | None = None) -> dict[str, Any]:
+def _run_transcription_flow(
+    source: str, settings: Settings, total: int, run_id: str | None = None, started_at: float | None = None
+) -> dict[str, Any]:
     prefect_defaults()
     from flows.transcribe import transcribe_flow
 
@@ -204,7 +206,9 @@ def _run_transcription_flow(source: str, settings: Settings, total: int, run_id:
     ) as shown:
         unsubscribe = events.subscribe(shown.on_event)
         try:
-            return run_bound(lambda: flow(source=source, out=settings.out, options=options, run_id=run_id))
+            return run_bound(
+                lambda: flow(source=source, out=settings.out, options=options, run_id=run_id, started_at=started_at)
+            )
         finally:
             unsubscribe()
 

@@ -78,9 +78,12 @@ class RunContext(OfRun):
         return self.settings.transcription_model
 
 
-def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None) -> RunContext:
+def open_run(
+    plan: RunPlan, run_id: str | None = None, engine: Transcriber | None = None, started_at: float | None = None
+) -> RunContext:
     """Start a run: the planning process builds its own resources now (so a bad key or model
-    stops the run before any task); tasks in other processes build theirs from the spec."""
+    stops the run before any task); tasks in other processes build theirs from the spec.
+    ``started_at``: when the command started (its manifest's start), else now."""
     settings = plan.settings
     spec = RunSpec(run_id or new_run_id(), settings, plan.options_hash)
     out = OutputTree(settings.out)
@@ -88,7 +91,11 @@ def open_run(plan: RunPlan, run_id: str | None = None, engine: Transcriber | Non
     res = build_resources(spec, engine or _engine_if_needed(plan), plan.ledger)
     RESOURCES.put(spec.run_id, prepared(res) if plan.todo or plan.translate or plan.minutes else res)
     return RunContext(
-        spec=spec, plan=plan, out=out, catalog=CatalogWriter(out, spec.run_id, writer=writer_name(settings))
+        spec=spec,
+        plan=plan,
+        out=out,
+        catalog=CatalogWriter(out, spec.run_id, writer=writer_name(settings)),
+        started_at=started_at or time.time(),
     )
 
 
