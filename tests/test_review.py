@@ -492,3 +492,12 @@ def test_a_link_by_id_alone_opens_the_file_search_names(odd_archive: Archive, od
     [hit] = httpx.get(f"{odd_server}/search", params={"q": '"the air is pure"', "format": "json"}).json()[:1]
     title, start, _ = landing(odd_server, f"/recording/{hit['recording_id']}?t={hit['start_ms'] / 1000}")
     assert (title, start) == (hit["rel_path"], hit["start_ms"] / 1000)
+
+
+@pytest.mark.parametrize("header", ["bytes=500-100", "bytes=abc", "pages=1-2"])
+def test_a_range_http_says_to_ignore_gets_the_whole_file(archive: Archive, server: str, header: str) -> None:
+    """RFC 9110 §14.2: a Range whose last byte is before its first, or that cannot be read, is
+    ignored (200, the whole file); Starlette answered 400 for local files."""
+    data = (archive.src / "jfk.flac").read_bytes()
+    response = httpx.get(f"{server}/media/{archive.ids['jfk.flac']}", headers={"Range": header})
+    assert response.status_code == 200 and response.content == data

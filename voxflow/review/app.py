@@ -34,13 +34,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from voxflow.review import narration
 from voxflow.review.files import out_rel, real_rel, servable
-from voxflow.review.ranges import bucket_media
+from voxflow.review.ranges import LocalFile, bucket_media
 from voxflow.review.search import SearchIndex, mmss
 
 PAGE_SIZE = 100
@@ -291,7 +291,7 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         row = (found["done"] or found["latest"]) if found else {}
         path = _media_path(row)
         if path is not None:
-            return FileResponse(path)
+            return LocalFile(path)
         uri = _bucket_uri(row)
         if uri is not None:
             try:
@@ -304,7 +304,7 @@ def create_app(root: Path, token: str | None = None) -> Starlette:
         path = servable(root, real_rel(root, request.path_params["path"]))
         if path is None:
             return PlainTextResponse("404: not found", status_code=404)
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower()))
+        return LocalFile(path, media_type=MEDIA_TYPES.get(path.suffix.lower()))
 
     routes = [
         Route("/", runs),

@@ -1,15 +1,19 @@
-"""Media that lives in a bucket, served with byte ranges (RFC 9110 §14) so a browser can seek:
-the object is read through fsspec (s3fs), only the bytes asked for. One range per request (what
-browsers send for media); a range that starts past the end is 416; no or an unreadable Range
-header gets the whole object, streamed."""
+"""Media served with byte ranges (RFC 9110 §14) so a browser can seek. In a bucket, the object
+is read through fsspec (s3fs), only the bytes asked for: one range per request (what browsers
+send for media); a range that starts past the end is 416; no or an unreadable Range header gets
+the whole object, streamed. A local file is Starlette's FileResponse, which answered 400 to a
+Range HTTP says to ignore: :class:`LocalFile` serves the whole file then."""
 
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 from collections.abc import Iterator
 
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from voxflow.io.storage import resolve
 
@@ -64,3 +68,13 @@ def _blocks(fs: object, path: str, start: int, size: int) -> Iterator[bytes]:
                 return
             left -= len(block)
             yield block
+
+
+class LocalFile(FileResponse):
+    """A local file with byte ranges, the whole file for a Range header HTTP says to ignore."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        wanted = Headers(scope=scope).get("range")
+        if wanted is not None and _range(wanted, os.stat(self.path).st_size) is None:
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+        await super().__call__(scope, receive, send)
