@@ -118,3 +118,17 @@ def test_identical_copies_count_in_the_totals(samples: Path, tmp_path: Path, pre
     assert "found 3 recordings: 3 to transcribe (1 identical to another: transcribed once)" in done.stderr
     counts = sorted(ln.rsplit("; ", 1)[1] for ln in done.stderr.splitlines() if ln.startswith("done "))
     assert counts == ["1/3 files)", "2/3 files)", "3/3 files)"], done.stderr
+
+
+def test_a_file_refused_before_reading_is_counted_on_the_found_line(
+    samples: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    """'found 2 recordings: 1 to transcribe, 0 already done, …' left the refused one out."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(samples / "spk1_snt3.wav", src / "clip.wav")
+    (src / "notes.wav").write_text("meeting notes, not audio\n")
+    done = cli_run("transcribe", str(src), "--out", str(out), "--model", "local/tiny.en", prefect_api=prefect_api)
+    assert done.returncode == 1, done.stderr
+    found = next(ln for ln in done.stderr.splitlines() if ln.startswith("found "))
+    assert found.startswith("found 2 recordings: 1 to transcribe,") and "1 refused before reading" in found, found

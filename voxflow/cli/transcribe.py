@@ -116,6 +116,7 @@ def _transcribe_locked(
             + f", {len(plan.skipped)} already done, {len(plan.restore)} to restore from the catalog"
             + (f", {len(plan.translate)} to translate from the catalog" if plan.translate else "")
             + (f", {len(plan.minutes)} to write minutes for from the catalog" if plan.minutes else "")
+            + (f", {len(plan.failed)} refused before reading (the summary says why)" if plan.failed else "")
             + (f", {len(plan.unsettled)} still changing (next run)" if plan.unsettled else "")
             + (f"; {len(plan.deleted)} done earlier are gone from the source (rows kept)" if plan.deleted else "")
         )
