@@ -1,5 +1,9 @@
 """The embedded Whisper, in this process: faster-whisper on CPU (int8), Silero VAD on, word
-timestamps on, Whisper's temperature fallback seeded so a rerun decodes the same.
+timestamps on, Whisper's temperature fallback on. A window decoded again at a higher
+temperature is sampled, and CTranslate2 seeds its sampler once per thread (a later
+``set_random_seed`` does not restart it: measured, the same piece sampled four times in one
+process gave three different log-probabilities), so such windows can read differently from
+one run to the next; everything decoded at temperature 0 is the same every time.
 
 Only the engine process (:mod:`voxflow.engines.process`) holds these models; the rest of
 voxflow reaches them through :class:`voxflow.engines.local.LocalTranscriber`. Weights come
@@ -104,7 +108,7 @@ class Whisper:
         language = "en" if self.english_only else options.language
         with self._lock:
             whisper = self.load()
-            ctranslate2.set_random_seed(SAMPLING_SEED)  # fallback sampling: same answer each run
+            ctranslate2.set_random_seed(SAMPLING_SEED)  # seeds the sampler of a thread's first use only
             raw, info = whisper.transcribe(
                 samples,
                 language=language,
