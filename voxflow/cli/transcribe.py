@@ -266,7 +266,7 @@ def print_summary(summary: dict[str, Any], settings: Settings, wall_s: float) ->
         console.print(f"[red]aborted:[/] {escape(one_line(summary['aborted']))}")
     if summary.get("interrupted"):
         console.print(
-            f"[yellow]interrupted:[/] {summary.get('left_undone', 0)} recordings left for the next run "
+            f"[yellow]interrupted:[/] {plural(summary.get('left_undone', 0), 'recording')} left for the next run "
             "(run the same command again to resume)"
         )
     where = "beside each recording" if settings.beside_source else settings.out
