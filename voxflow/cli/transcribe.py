@@ -129,7 +129,7 @@ def _transcribe_locked(
         if settings.minutes and (plan.has_work or plan.minutes):
             validate_chat_model(settings, settings.minutes_model, "--minutes-model (VOXFLOW_MINUTES_MODEL)")
         if not plan.has_work:
-            summary = run_inline(plan, run_id).as_dict()
+            summary = run_inline(plan, run_id, started_at).as_dict()
         else:
             get_ready(settings)
             validate_model(settings)

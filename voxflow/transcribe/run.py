@@ -426,9 +426,9 @@ def _catalog_only_cost(ctx: RunContext) -> float:
     )
 
 
-def run_inline(plan: RunPlan, run_id: str | None = None) -> RunSummary:
+def run_inline(plan: RunPlan, run_id: str | None = None, started_at: float | None = None) -> RunSummary:
     """Run a plan without Prefect, one recording after another (no-op runs, tests)."""
-    ctx = open_run(plan, run_id)
+    ctx = open_run(plan, run_id, started_at=started_at)
     results = [restore_recording(rec, done, ctx) for rec, done in plan.restore]
     translate_missing(ctx)
     minutes_missing(ctx)
