@@ -43,6 +43,7 @@ T = TypeVar("T")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 M_ARENA_MAX = -8  # glibc mallopt(3)
 ATTEMPTS = 2  # a call is tried in at most this many engine processes
+STOP_WAIT_S = 5.0  # stop(): how long the pool's manager thread gets to tear the pool down
 # An engine process killed mid-call leaves its queue's semaphores to multiprocessing's resource
 # tracker, which frees them and says so on stderr at exit ("leaked semaphore objects"): noise.
 QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -97,9 +98,12 @@ def stop() -> None:
     if executor is None:
         return
     children = list((getattr(executor, "_processes", None) or {}).values())  # the pool's own (3.14: terminate_workers)
-    executor.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(executor, "_executor_manager_thread", None)
     for child in children:
         child.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:  # it sees the kills, tears the pool down and closes its wake-up pipe; until
+        manager.join(STOP_WAIT_S)  # then, Python 3.11's exit handler could write to that pipe as it closed (EBADF)
 
 
 def _current(processes: int) -> Executor:
