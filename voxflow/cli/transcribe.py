@@ -142,8 +142,7 @@ def _transcribe_locked(
                 if settings.minutes:
                     console.print(f"minutes: OpenRouter [bold]{escape(one_line(settings.minutes_model))}[/]")
             if interrupts.requested():
-                console.print("[yellow]interrupted[/] before any recording started")
-                return interrupts.INTERRUPTED_EXIT
+                raise interrupts.Interrupted("stopped during start-up: nothing started")
             recordings = len(plan.todo) + len(plan.twins) + len(plan.restore)  # each gets its "finished"
             summary = _run_transcription_flow(source, settings, recordings, run_id, started_at)
     except interrupts.Interrupted:
