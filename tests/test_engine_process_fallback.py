@@ -6,6 +6,7 @@ of failing the run. Oracle: the pid and the clock each call reports from where i
 from __future__ import annotations
 
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -99,3 +100,40 @@ def test_stopping_the_engine_processes_then_exiting_prints_nothing() -> None:
     for _ in range(20):
         done = subprocess.run([sys.executable, "-c", STOP_AND_EXIT], capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stderr) == (0, "")
+
+
+def die() -> None:
+    """A call whose engine process is killed under it (as the kernel's OOM killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+ONE_DIES_WHILE_ANOTHER_WORKS = """
+import contextlib, os, threading, time
+from voxflow.engines import process
+from voxflow.errors import EngineError
+from tests.test_engine_process_fallback import die, nap
+
+def long_call():
+    with contextlib.suppress(EngineError):
+        process.call(nap, 600, processes=2)
+
+process.call(os.getpid, processes=2)
+threading.Thread(target=long_call, daemon=True).start()
+time.sleep(1)  # the nap is running in one engine process; the next call goes to the other
+with contextlib.suppress(EngineError):
+    process.call(die, processes=2)
+process.stop()
+print("exiting")
+"""
+
+
+def test_a_command_exits_at_once_after_an_engine_process_died_beside_a_busy_one() -> None:
+    """An engine process dies while the other works on a long call: the broken pool's teardown
+    must not wait for the busy one (CI: a run printed its summary, then never exited)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_DIES_WHILE_ANOTHER_WORKS], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")

@@ -97,11 +97,8 @@ def stop() -> None:
         executor, _executor = _executor, None
     if executor is None:
         return
-    children = list((getattr(executor, "_processes", None) or {}).values())  # the pool's own (3.14: terminate_workers)
     manager = getattr(executor, "_executor_manager_thread", None)
-    for child in children:
-        child.kill()
-    executor.shutdown(wait=False, cancel_futures=True)
+    _end(executor)
     if manager is not None:  # it sees the kills, tears the pool down and closes its wake-up pipe; until
         manager.join(STOP_WAIT_S)  # then, Python 3.11's exit handler could write to that pipe as it closed (EBADF)
 
@@ -123,6 +120,15 @@ def _forget(executor: Executor) -> None:
     with _lock:
         if _executor is executor:
             _executor = None
+    _end(executor)
+
+
+def _end(executor: Executor) -> None:
+    """Kill the pool's processes and drop its queued calls. Killed, not terminated: an engine
+    process ignores SIGTERM, so the pool's own teardown of a broken pool (SIGTERM, then join)
+    would wait for ever for one still alive, and Python's exit waits for that teardown."""
+    for child in list((getattr(executor, "_processes", None) or {}).values()):  # 3.14: terminate_workers
+        child.kill()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
