@@ -1,13 +1,16 @@
 """Peak memory of `voxflow transcribe` on a 1-minute and a 1-hour recording of real speech,
-one command: `uv run python benchmarks/bench_memory.py [--minutes 1,60] [--threads 2]`.
+one command: `uv run python benchmarks/bench_memory.py [--minutes 1,60] [--threads 2] [--continuous]`.
 
-Each recording (the sample clips looped with pauses, see tests/realspeech.py) is transcribed
+Each recording (the sample clips looped with pauses, see tests/realspeech.py; with
+``--continuous``, the engine's worst case: no pauses, so every piece is a full 30 s window, and
+the multilingual clip's German in every pass, so Whisper base transcribes too) is transcribed
 by the real CLI in a fresh process with the embedded engine. While it runs, the process tree
-is sampled with psutil every 0.2 s (peak RSS of every process: the CLI, Prefect's temporary
-server, ffmpeg …); when it exits, ``os.wait4`` gives the CLI's own peak (ru_maxrss of a child:
-the largest of the CLI and the descendants it waited for). Prints the figures side by side
-with ratios, the word error rate against the references, the wall time, and the longest
-piece of audio faster-whisper was given (logged by a thin wrapper around the CLI).
+is sampled with psutil every 0.2 s (peak RSS of every process — the kernel's VmHWM, so no
+short peak is missed: the CLI, Prefect's temporary server, ffmpeg …; and the sum over the
+tree); when it exits, ``os.wait4`` gives the CLI's own peak (ru_maxrss of a child: the largest
+of the CLI and the descendants it waited for). Prints the figures side by side with ratios,
+the word error rate against the references, the wall time, and the longest piece of audio
+faster-whisper was given (logged by a thin wrapper around the CLI).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.realspeech import make_recording, run_cli, word_error_rate  # noqa: E402
+from tests.realspeech import CONTINUOUS_CLIPS, make_recording, run_cli, word_error_rate  # noqa: E402
 
 SAMPLE_S = 0.2
 WHOLE_RUN = "whole run (sum of its processes)"
@@ -68,6 +71,14 @@ def _role(proc: psutil.Process, cli_pid: int) -> str:
     return Path(proc.cmdline()[0]).name if proc.cmdline() else "child"
 
 
+def _high_water_mark_mb(pid: int) -> float:
+    """The kernel's peak RSS of a process so far (VmHWM): no peak falls between two samples."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _sample_tree(pid: int, peaks: dict[str, float], stop: threading.Event) -> None:
     """Peak RSS per role over the process tree of ``pid``, and of the tree's sum, until ``stop``."""
     try:
@@ -83,12 +94,13 @@ def _sample_tree(pid: int, peaks: dict[str, float], stop: threading.Event) -> No
         for proc in tree:
             try:
                 rss = proc.memory_info().rss / 2**20
-            except psutil.Error:
+                peak = max(rss, _high_water_mark_mb(proc.pid))
+            except (psutil.Error, OSError):
                 continue
             role = _role(proc, pid)
             total += rss
-            if rss > 0:
-                peaks[role] = max(peaks.get(role, 0.0), rss)
+            if peak > 0:
+                peaks[role] = max(peaks.get(role, 0.0), peak)
         peaks[WHOLE_RUN] = max(peaks.get(WHOLE_RUN, 0.0), total)
         stop.wait(SAMPLE_S)
 
@@ -113,10 +125,13 @@ def run_measured(source: Path, out: Path, env: dict[str, str]) -> CliRun:
     return CliRun(0.0, outcome.exit_code, wall, outcome.maxrss_mb, peaks, outcome.engine_inputs_s)
 
 
-def measure(minutes: float, work: Path, env: dict[str, str]) -> CliRun:
+def measure(minutes: float, work: Path, env: dict[str, str], continuous: bool) -> CliRun:
     source = work / f"speech-{minutes:g}min"
     source.mkdir()
-    reference = make_recording(source / "meeting.flac", minutes)
+    if continuous:
+        reference = make_recording(source / "meeting.flac", minutes, CONTINUOUS_CLIPS, pause_s=0.0)
+    else:
+        reference = make_recording(source / "meeting.flac", minutes)
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(source / "meeting.flac")],
         capture_output=True,
@@ -126,7 +141,7 @@ def measure(minutes: float, work: Path, env: dict[str, str]) -> CliRun:
     out = work / f"out-{minutes:g}min"
     run = run_measured(source, out, env)
     run.audio_s = float(probe.stdout)
-    run.wer = word_error_rate(out, reference)
+    run.wer = float("nan") if continuous else word_error_rate(out, reference)
     return run
 
 
@@ -160,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", default="1,60", help="recording lengths, comma-separated")
     parser.add_argument("--threads", default="2", help="VOXFLOW_LOCAL_THREADS for the runs")
+    parser.add_argument("--continuous", action="store_true", help="speech without pauses, German included")
     args = parser.parse_args()
     env = {**os.environ, "VOXFLOW_LOCAL_THREADS": args.threads, "PREFECT_LOGGING_LEVEL": "WARNING"}
     env.pop("OPENROUTER_API_KEY", None)  # the embedded engine
@@ -167,7 +183,7 @@ def main() -> None:
         env.setdefault("PREFECT_HOME", f"{tmp}/prefect")
         runs = []
         for minutes in (float(m) for m in args.minutes.split(",")):
-            runs.append(measure(minutes, Path(tmp), env))
+            runs.append(measure(minutes, Path(tmp), env, args.continuous))
             print(f"done: {runs[-1].audio_s / 60:.1f} min in {runs[-1].wall_s:.0f} s", flush=True)
         report(runs)
 

@@ -24,30 +24,32 @@ CLIPS = ("jfk.flac", "spk1_snt1.wav", "beckett.wav", "spk1_snt3.wav")
 PAUSE_S = 1.2  # between clips: a pause a speaker makes, long enough for silencedetect
 
 
-def cycle_seconds() -> float:
+CONTINUOUS_CLIPS = (*CLIPS, "multilingual.mp3")  # no reference for its German: WER not comparable
+
+
+def cycle_seconds(clips: tuple[str, ...] = CLIPS, pause_s: float = PAUSE_S) -> float:
     """Length of one pass over the clips, pauses included."""
-    return sum(ffprobe_seconds(SAMPLES / c) + PAUSE_S for c in CLIPS)
+    return sum(ffprobe_seconds(SAMPLES / c) + pause_s for c in clips)
 
 
-def make_recording(dest: Path, minutes: float) -> str:
-    """Write a FLAC of whole passes over the clips lasting about ``minutes`` (at least one
-    pass) and return its reference text."""
+def make_recording(dest: Path, minutes: float, clips: tuple[str, ...] = CLIPS, pause_s: float = PAUSE_S) -> str:
+    """Write a FLAC of whole passes over ``clips`` (``pause_s`` after each) lasting about
+    ``minutes`` (at least one pass) and return its reference text."""
     refs = json.loads((SAMPLES / "transcripts.json").read_text())
-    cycles = max(1, round(minutes * 60 / cycle_seconds()))
+    cycles = max(1, round(minutes * 60 / cycle_seconds(clips, pause_s)))
     cycle = dest.with_suffix(".cycle.wav")
     inputs: list[str] = []
     parts = []
-    for i, clip in enumerate(CLIPS):
+    for i, clip in enumerate(clips):
         inputs += ["-i", str(SAMPLES / clip)]
-        parts.append(
-            f"[{i}:a]aresample=16000,aformat=sample_fmts=s16:channel_layouts=mono,apad=pad_dur={PAUSE_S}[c{i}]"
-        )
-    joined = "".join(f"[c{i}]" for i in range(len(CLIPS)))
-    graph = ";".join(parts) + f";{joined}concat=n={len(CLIPS)}:v=0:a=1[out]"
+        pad = f",apad=pad_dur={pause_s}" if pause_s else ""
+        parts.append(f"[{i}:a]aresample=16000,aformat=sample_fmts=s16:channel_layouts=mono{pad}[c{i}]")
+    joined = "".join(f"[c{i}]" for i in range(len(clips)))
+    graph = ";".join(parts) + f";{joined}concat=n={len(clips)}:v=0:a=1[out]"
     _ffmpeg(*inputs, "-filter_complex", graph, "-map", "[out]", str(cycle))
     _ffmpeg("-stream_loop", str(cycles - 1), "-i", str(cycle), "-c:a", "flac", str(dest))
     cycle.unlink()
-    return " ".join([" ".join(refs[c]["text"] for c in CLIPS)] * cycles)
+    return " ".join([" ".join(refs[c]["text"] for c in clips)] * cycles)
 
 
 def _ffmpeg(*args: str) -> None:
