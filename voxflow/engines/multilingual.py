@@ -241,14 +241,9 @@ def _translated_sync(engine: Whisper, pcm: bytes, language: str) -> Transcript:
             whisper.pcm_to_float(pcm),
             task="translate",
             language=language,
-            vad_filter=True,
-            word_timestamps=True,
             condition_on_previous_text=False,
             temperature=whisper.FALLBACK_TEMPERATURES,
-            compression_ratio_threshold=whisper.MAX_COMPRESSION_RATIO,
-            log_prob_threshold=whisper.LOW_LOGPROB,
-            no_speech_threshold=whisper.NO_SPEECH_PROB,
-            beam_size=5,
+            **whisper.DECODING,
         )
         segments = tuple(s for s in (whisper._segment(r) for r in raw) if s is not None)
     return Transcript(text=" ".join(s.text for s in segments).strip(), language="en", segments=segments)
