@@ -150,16 +150,17 @@ def report(runs: list[CliRun]) -> None:
     roles = sorted({r for run in runs for r in run.peaks_mb}, key=lambda r: (r != "voxflow CLI", r))
     header = "".join(f"{f'{run.audio_s / 60:.1f} min':>14}" for run in runs)
     ratio_head = "".join(f"{'ratio':>9}" for _ in runs[1:])
-    print(f"{'':<34}{header}{ratio_head}")
+    width = 2 + max(len(f"peak RSS MB: {role}") for role in [*roles, "CLI peak RSS, wait4 ru_maxrss"])
+    print(f"{'':<{width}}{header}{ratio_head}")
 
     def row(label: str, values: list[float], fmt: str = ".0f") -> None:
         cells = "".join(f"{v:>14{fmt}}" for v in values)
         ratios = "".join(f"{(v / values[0] if values[0] else float('nan')):>9.2f}" for v in values[1:])
-        print(f"{label:<34}{cells}{ratios}")
+        print(f"{label:<{width}}{cells}{ratios}")
 
     row("CLI peak RSS, wait4 ru_maxrss MB", [r.cli_maxrss_mb for r in runs])
     for role in roles:
-        row(f"peak RSS sampled MB: {role}", [r.peaks_mb.get(role, 0.0) for r in runs])
+        row(f"peak RSS MB: {role}", [r.peaks_mb.get(role, 0.0) for r in runs])
     row("longest engine input s", [r.longest_input_s for r in runs], ".1f")
     row("engine calls", [float(len(r.engine_inputs_s)) for r in runs])
     row("WER vs reference", [r.wer for r in runs], ".3f")

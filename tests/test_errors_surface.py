@@ -185,6 +185,25 @@ def test_language_auto_and_codes_are_accepted(tmp_path: Path) -> None:
         assert proc.returncode == 0 and "no media files found" in proc.stderr, proc.stderr
 
 
+def test_an_empty_variable_is_as_if_unset(tmp_path: Path) -> None:
+    """`VOXFLOW_CONCURRENCY= voxflow …` (a shell's way to clear a setting) means the default."""
+    (tmp_path / "docs").mkdir()
+    empty = {f"VOXFLOW_{name}": "" for name in ("LOCAL_PROCESSES", "CONCURRENCY", "LANGUAGE", "FORMATS", "MODEL")}
+    proc = voxflow("transcribe", str(tmp_path / "docs"), "--out", str(tmp_path / "o"), env=empty)
+    assert proc.returncode == 0 and "no media files found" in proc.stderr, proc.stderr
+
+
+def test_list_variables_are_comma_separated_as_the_readme_shows(one_clip: Path, tmp_path: Path) -> None:
+    """`VOXFLOW_FORMATS=srt,vtt` once ended in "aborted: unexpected SettingsError" (exit 3)."""
+    out = tmp_path / "out"
+    proc = voxflow(
+        "transcribe", str(one_clip), "--out", str(out), env={"VOXFLOW_FORMATS": "srt,vtt", "VOXFLOW_KEYTERMS": "a,b"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    sidecars = {p.suffix for p in out.rglob("jfk*") if p.is_file()}
+    assert sidecars == {".srt", ".vtt"}, sidecars
+
+
 def test_english_only_model_refuses_another_language(one_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     line = refusal(voxflow("transcribe", str(one_clip), "--out", str(out), "-m", "local/tiny.en", "--language", "de"))

@@ -39,7 +39,8 @@ class OpenRouterSettings(BaseSettings):
 class Settings(BaseSettings):
     """Run settings. Every field is also ``VOXFLOW_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="VOXFLOW_", extra="ignore", frozen=True)
+    # an empty variable (`VOXFLOW_CONCURRENCY= voxflow …`) is as if unset; lists are comma-separated
+    model_config = SettingsConfigDict(env_prefix="VOXFLOW_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     out: str = "voxflow-out"
     model: str | None = None  # None: OpenRouter default with a key, else the local engine
@@ -50,7 +51,7 @@ class Settings(BaseSettings):
     minutes: bool = False  # also write <stem>.minutes.md (summary, decisions, action items) through chat
     minutes_model: str = OPENROUTER_CHAT_DEFAULT  # OpenRouter chat model for --minutes
     audio_language: str | None = None  # ISO-639-1: the audio track to transcribe in a file with several
-    formats: tuple[str, ...] = SUBTITLE_FORMATS
+    formats: Annotated[tuple[str, ...], NoDecode] = SUBTITLE_FORMATS
     concurrency: int = Field(default=8, ge=1, le=256)
     budget_usd: float | None = Field(default=None, ge=0)
     force: bool = False
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1)
     retry_backoff_s: float = Field(default=1.0, gt=0)  # base of the exponential backoff
     diarize: bool = False
-    keyterms: tuple[str, ...] = ()
+    keyterms: Annotated[tuple[str, ...], NoDecode] = ()
     temperature: float | None = None
     provider: dict[str, Any] | None = None  # OpenRouter provider routing/passthrough (JSON in the env)
     shard: str | None = None  # "i/n": this worker takes recordings whose id hashes to i mod n
