@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realspeech import CliOutcome, make_recording, run_cli, word_error_rate
+from tests.realspeech import CONTINUOUS_CLIPS, CliOutcome, make_recording, run_cli, word_error_rate
 
 LONGEST_ENGINE_INPUT_S = 30.0  # Whisper's own window: no piece the engine sees is longer
 GROWTH_LIMIT = 1.25  # peak RSS of a 5-minute run ÷ that of a 1-minute run
@@ -64,3 +64,17 @@ def test_no_process_of_the_run_peaks_over_500_mb(short_and_long: dict) -> None:
 def test_bounded_pieces_keep_accuracy(short_and_long: dict) -> None:
     for label, (_, reference, out) in short_and_long.items():
         assert word_error_rate(out, reference) <= MAX_WER, label
+
+
+@pytest.mark.timeout(900)
+def test_continuous_speech_in_two_languages_stays_under_500_mb(tmp_path: Path) -> None:
+    """The engine's worst case: no pauses (every piece a full 30 s window) and German in every
+    pass (Whisper base loaded beside tiny.en, and decoding it again hotter), default settings."""
+    source = tmp_path / "in"
+    source.mkdir()
+    make_recording(source / "talk.flac", 3, CONTINUOUS_CLIPS, pause_s=0.0)
+    env = dict(os.environ)
+    env.pop("OPENROUTER_API_KEY", None)
+    outcome = run_cli(source, tmp_path / "out", env)
+    assert outcome.exit_code == 0, outcome.stderr[-2000:]
+    assert outcome.maxrss_mb <= PROCESS_LIMIT_MB, outcome.maxrss_mb
