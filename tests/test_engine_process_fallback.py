@@ -9,11 +9,14 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from voxflow.engines import process
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_without_child_processes_calls_run_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,3 +140,51 @@ def test_a_command_exits_at_once_after_an_engine_process_died_beside_a_busy_one(
         [sys.executable, "-c", ONE_DIES_WHILE_ANOTHER_WORKS], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")
+
+
+def nap_with(payload: bytes, seconds: float) -> int:
+    """A call carrying a piece of audio (``payload``) that takes ``seconds``."""
+    time.sleep(seconds)
+    return len(payload)
+
+
+KILLED_WHILE_CANCELLED = """
+import asyncio, os, random, signal, time
+from voxflow.engines import process
+from tests.test_engine_process_fallback import nap_with
+
+async def one_round(piece):
+    calls = [asyncio.create_task(process.call_async(nap_with, piece, 5, processes=2)) for _ in range(8)]
+    await asyncio.sleep(random.uniform(0.3, 0.8))
+    for child in list(getattr(process._executor, "_processes", {}).values()):
+        os.kill(child.pid, signal.SIGKILL)
+    time.sleep(random.uniform(0, 0.003))
+    for call in calls:  # as a run cancels the pieces of recordings that failed
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+
+async def main():
+    for _ in range(6):
+        await one_round(b"x" * 2_000_000)  # a piece of audio: far more than a pipe holds
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    process.stop()
+    print("exiting")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_engine_processes_killed_while_their_calls_are_cancelled_never_hang_the_exit(tmp_path: Path) -> None:
+    """The helper's storm (every engine process killed every 0.2 s while files failed): the run
+    printed its summary, then hung. Python 3.11's teardown of a broken pool stopped at a call
+    cancelled from asyncio (InvalidStateError), and the exit waited for the call queue's feeder,
+    blocked writing a piece nobody would read. Before the fix 4 of 16 such scripts hung."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "storm.py"
+    script.write_text(KILLED_WHILE_CANCELLED)
+    for _ in range(4):
+        done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")

@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -84,14 +84,24 @@ def start(fn: Callable[..., object], *args: object, processes: int = 1) -> None:
 
 
 async def call_async(fn: Callable[..., T], *args: object, processes: int = 1) -> T:
-    """:func:`call` for a coroutine."""
+    """:func:`call` for a coroutine. Cancelling the coroutine leaves the call to the pool (it
+    runs, or :func:`stop` drops it): Python 3.11's teardown of a broken pool stops at the first
+    call cancelled from outside (InvalidStateError, fixed in 3.12), leaving the calls after it
+    unanswered and the interpreter's exit waiting for ever."""
     for _ in range(ATTEMPTS):
         executor = _current(processes)
         try:
-            return await asyncio.wrap_future(executor.submit(fn, *args))
+            return await asyncio.shield(_answer(executor.submit(fn, *args)))
         except BrokenProcessPool:
             _forget(executor)
     raise EngineError(DIED)
+
+
+def _answer(future: Future[T]) -> asyncio.Future[T]:
+    """``future`` for asyncio; its outcome is read even when nobody awaits it any more."""
+    answer = asyncio.wrap_future(future)
+    answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return answer
 
 
 def stop() -> None:
@@ -135,6 +145,9 @@ def _end(executor: Executor) -> None:
     would wait for ever for one still alive, and Python's exit waits for that teardown."""
     for child in list((getattr(executor, "_processes", None) or {}).values()):  # 3.14: terminate_workers
         child.kill()
+    call_queue = getattr(executor, "_call_queue", None)
+    if call_queue is not None:  # its feeder may be blocked writing a piece nobody will read: never wait for it
+        call_queue.cancel_join_thread()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
