@@ -30,7 +30,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.realspeech import CONTINUOUS_CLIPS, make_recording, run_cli, word_error_rate  # noqa: E402
+from tests.realspeech import CLIPS, CONTINUOUS_CLIPS, PAUSE_S, make_recording, run_cli, word_error_rate  # noqa: E402
 
 SAMPLE_S = 0.2
 WHOLE_RUN = "whole run (sum of its processes)"
@@ -128,10 +128,8 @@ def run_measured(source: Path, out: Path, env: dict[str, str]) -> CliRun:
 def measure(minutes: float, work: Path, env: dict[str, str], continuous: bool) -> CliRun:
     source = work / f"speech-{minutes:g}min"
     source.mkdir()
-    if continuous:
-        reference = make_recording(source / "meeting.flac", minutes, CONTINUOUS_CLIPS, pause_s=0.0)
-    else:
-        reference = make_recording(source / "meeting.flac", minutes)
+    clips, pause_s = (CONTINUOUS_CLIPS, 0.0) if continuous else (CLIPS, PAUSE_S)
+    reference = make_recording(source / "meeting.flac", minutes, clips, pause_s)
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(source / "meeting.flac")],
         capture_output=True,
@@ -150,7 +148,8 @@ def report(runs: list[CliRun]) -> None:
     roles = sorted({r for run in runs for r in run.peaks_mb}, key=lambda r: (r != "voxflow CLI", r))
     header = "".join(f"{f'{run.audio_s / 60:.1f} min':>14}" for run in runs)
     ratio_head = "".join(f"{'ratio':>9}" for _ in runs[1:])
-    width = 2 + max(len(f"peak RSS MB: {role}") for role in [*roles, "CLI peak RSS, wait4 ru_maxrss"])
+    wait4_label = "CLI peak RSS, wait4 ru_maxrss MB"
+    width = 2 + max(len(label) for label in [wait4_label, *(f"peak RSS MB: {role}" for role in roles)])
     print(f"{'':<{width}}{header}{ratio_head}")
 
     def row(label: str, values: list[float], fmt: str = ".0f") -> None:
@@ -158,7 +157,7 @@ def report(runs: list[CliRun]) -> None:
         ratios = "".join(f"{(v / values[0] if values[0] else float('nan')):>9.2f}" for v in values[1:])
         print(f"{label:<{width}}{cells}{ratios}")
 
-    row("CLI peak RSS, wait4 ru_maxrss MB", [r.cli_maxrss_mb for r in runs])
+    row(wait4_label, [r.cli_maxrss_mb for r in runs])
     for role in roles:
         row(f"peak RSS MB: {role}", [r.peaks_mb.get(role, 0.0) for r in runs])
     row("longest engine input s", [r.longest_input_s for r in runs], ".1f")

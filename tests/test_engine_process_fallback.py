@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +19,11 @@ import pytest
 from voxflow.engines import process
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_fresh(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter started from the repository, as a command's process is."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_without_child_processes_calls_run_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,11 +104,8 @@ def test_stopping_the_engine_processes_then_exiting_prints_nothing() -> None:
     """At the end of a command the pool is killed and the interpreter exits: Python 3.11's exit
     handler could write to the pool's wake-up pipe while its manager thread closed it
     ("Exception ignored … Bad file descriptor", seen once in CI). 20 exits, stderr empty."""
-    import subprocess
-    import sys
-
     for _ in range(20):
-        done = subprocess.run([sys.executable, "-c", STOP_AND_EXIT], capture_output=True, text=True, timeout=60)
+        done = run_fresh(STOP_AND_EXIT, timeout=60)
         assert (done.returncode, done.stderr) == (0, "")
 
 
@@ -133,12 +137,7 @@ print("exiting")
 def test_a_command_exits_at_once_after_an_engine_process_died_beside_a_busy_one() -> None:
     """An engine process dies while the other works on a long call: the broken pool's teardown
     must not wait for the busy one (CI: a run printed its summary, then never exited)."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", ONE_DIES_WHILE_ANOTHER_WORKS], capture_output=True, text=True, timeout=60
-    )
+    done = run_fresh(ONE_DIES_WHILE_ANOTHER_WORKS, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")
 
 
@@ -175,16 +174,11 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout(600)
-def test_engine_processes_killed_while_their_calls_are_cancelled_never_hang_the_exit(tmp_path: Path) -> None:
+def test_engine_processes_killed_while_their_calls_are_cancelled_never_hang_the_exit() -> None:
     """The helper's storm (every engine process killed every 0.2 s while files failed): the run
     printed its summary, then hung. Python 3.11's teardown of a broken pool stopped at a call
     cancelled from asyncio (InvalidStateError), and the exit waited for the call queue's feeder,
     blocked writing a piece nobody would read. Before the fix 4 of 16 such scripts hung."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "storm.py"
-    script.write_text(KILLED_WHILE_CANCELLED)
     for _ in range(4):
-        done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=90)
+        done = run_fresh(KILLED_WHILE_CANCELLED, timeout=90)
         assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")
