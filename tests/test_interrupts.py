@@ -169,8 +169,20 @@ def prefect_servers(processes: list[psutil.Process]) -> list[tuple[psutil.Proces
     return found
 
 
-def port_open(port: int) -> bool:
-    return any(c.laddr and c.laddr.port == port and c.status == "LISTEN" for c in psutil.net_connections("tcp"))
+def port_holders(port: int) -> list[str]:
+    """The processes listening on ``port`` (pid and command), whoever they are."""
+    holders = []
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            holders.append(f"pid {conn.pid}: {command_of(conn.pid)}")
+    return holders
+
+
+def command_of(pid: int | None) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:4]) if pid else "?"
+    except psutil.Error as exc:  # a zombie main thread whose other threads still exit
+        return type(exc).__name__
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -181,17 +193,26 @@ def alive(proc: psutil.Process) -> bool:
 
 
 def kill_and_check_nothing_survives(run: Run, before_kill: list[psutil.Process]) -> None:
+    """SIGKILL the run; within 15 s none of ``before_kill`` runs and no server port listens.
+
+    The port is waited for, not only the processes: a killed process's main thread shows as a
+    zombie while its other threads still exit (one in a disk write finishes it first), and its
+    sockets close with the last of them."""
     servers = prefect_servers(before_kill)
     assert servers, "the run had no temporary Prefect server to check"
     run.proc.kill()
     run.proc.wait()
+
+    def leftovers() -> tuple[list[psutil.Process], list[str]]:
+        return [p for p in before_kill if alive(p)], [h for _proc, port in servers for h in port_holders(port)]
+
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(alive(p) for p in before_kill):
+    while time.monotonic() < deadline and any(leftovers()):
         time.sleep(0.1)
-    survivors = [p for p in before_kill if alive(p)]
+    survivors, listening = leftovers()
     try:
         assert not survivors, [p.cmdline()[:4] for p in survivors]
-        assert not any(port_open(port) for _proc, port in servers)
+        assert not listening, f"still listening 15 s after the kill: {listening}"
     finally:
         for proc in survivors:
             proc.kill()
