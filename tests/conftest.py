@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,6 +136,19 @@ def cli_run(*args: str, cwd: Path = ROOT, prefect_api: str | None = None) -> sub
         env["VOXFLOW_MODEL"] = "local/tiny.en"
     cmd = [sys.executable, "-m", "voxflow.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
+
+
+def prefect_rest(method: str, url: str, **kwargs: object) -> Any:
+    """One call to a Prefect server's REST API, its JSON; retried on 503 as Prefect's own client
+    does: the server answers 503 while its SQLite database is busy (seen on a loaded CI machine)."""
+    import httpx
+
+    for attempt in range(6):
+        response = httpx.request(method, url, timeout=30, **kwargs)
+        if response.status_code != 503:
+            break
+        time.sleep(0.5 * 2**attempt)
+    return response.raise_for_status().json()
 
 
 @pytest.fixture()

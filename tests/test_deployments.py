@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, prefect_rest
 from tests.s3server import free_port
 
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
@@ -109,14 +109,7 @@ class PrefectServer:
         return proc.stdout + proc.stderr
 
     def request(self, method: str, path: str, **kwargs: object) -> dict:
-        """One REST call, retried on 503 as Prefect's own client does: the server answers 503
-        while its SQLite database is busy (seen on a loaded CI machine)."""
-        for attempt in range(6):
-            response = httpx.request(method, f"{self.api}{path}", timeout=10, **kwargs)
-            if response.status_code != 503:
-                break
-            time.sleep(0.5 * 2**attempt)
-        return response.raise_for_status().json()
+        return prefect_rest(method, f"{self.api}{path}", **kwargs)
 
     def trigger(self, name: str) -> str:
         """Start a run of deployment ``flow/deployment`` with its default parameters; its id."""

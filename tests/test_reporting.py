@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import SAMPLES, cli_run
+from tests.conftest import SAMPLES, cli_run, prefect_rest
 
 TZ = "Etc/GMT-14"  # UTC+14 all year: the "local date" of a run is checked against a fixed offset
 DAY_S = 86400
@@ -206,15 +206,13 @@ def test_a_cli_runs_manifest_starts_before_its_prefect_flow_run(
 ) -> None:
     """The manifest's start (and so `report`'s wall time) is the command's, start-up included,
     not the moment the flow had started; the oracle is the Prefect server's own flow-run start."""
-    import httpx
-
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     shutil.copy(samples / "spk1_snt3.wav", src / "clip.wav")
     done = cli_run("transcribe", str(src), "--out", str(out), "--model", "local/tiny.en", prefect_api=prefect_api)
     assert done.returncode == 0, done.stderr
     manifest = json.loads(next((out / "runs").glob("*.json")).read_text())
-    flow_runs = httpx.post(f"{prefect_api}/flow_runs/filter", json={}, timeout=30).json()
+    flow_runs = prefect_rest("POST", f"{prefect_api}/flow_runs/filter", json={})
     ours = next(r for r in flow_runs if r["parameters"].get("out") == str(out))
     flow_started = datetime.fromisoformat(ours["start_time"]).timestamp()
     assert manifest["started_at"] < flow_started <= manifest["finished_at"]

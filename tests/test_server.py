@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, prefect_rest
 
 
 def free_port() -> int:
@@ -48,7 +47,7 @@ def test_a_background_server_serves_later_runs_and_stops(tmp_path: Path) -> None
         shutil.copy(SAMPLES / "spk1_snt3.wav", source / "clip.wav")
         run = cli(home, "transcribe", str(source), "--out", str(tmp_path / "out"), "--model", "local/tiny.en")
         assert run.returncode == 0, run.stderr
-        flow_runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}, timeout=30).json()
+        flow_runs = prefect_rest("POST", f"http://127.0.0.1:{port}/api/flow_runs/filter", json={})
         ours = [r for r in flow_runs if r["parameters"].get("source") == str(source)]
         assert [r["state_type"] for r in ours] == ["COMPLETED"], "the run used the background server"
         beating = cli(home, "transcribe", str(source), "--out", str(tmp_path / "out2"), "--model", "local/tiny.en",
@@ -65,7 +64,7 @@ def test_a_background_server_serves_later_runs_and_stops(tmp_path: Path) -> None
 
 
 def flow_run_of(port: int, out: Path) -> str:
-    flow_runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}, timeout=30).json()
+    flow_runs = prefect_rest("POST", f"http://127.0.0.1:{port}/api/flow_runs/filter", json={})
     return next(r["id"] for r in flow_runs if r["parameters"].get("out") == str(out))
 
 
@@ -75,7 +74,7 @@ def heartbeats_of(port: int, wait_s: float = 20) -> set[str]:
     query = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}}}
     deadline = time.monotonic() + wait_s
     while True:
-        events = httpx.post(f"http://127.0.0.1:{port}/api/events/filter", json=query, timeout=30).json()["events"]
+        events = prefect_rest("POST", f"http://127.0.0.1:{port}/api/events/filter", json=query)["events"]
         if events or time.monotonic() > deadline:
             return {e["resource"]["prefect.resource.id"].removeprefix("prefect.flow-run.") for e in events}
         time.sleep(0.5)
