@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import jiwer
@@ -69,6 +70,15 @@ class DaskCluster:
             except psutil.NoSuchProcess:
                 pass
 
+    def stacks(self, logs: Path) -> str:
+        """Every thread of every worker process (faulthandler on SIGABRT), from their logs."""
+        for process in self.seen.values():
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(process.cmdline()):  # a worker, not its nanny
+                    process.send_signal(signal.SIGABRT)
+        time.sleep(3)
+        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in logs.glob("w*.log"))
+
     def survivors(self) -> list[str]:
         """The processes of this cluster still running 10 s after the kill (psutil tells a
         reused pid by its start time; a zombie is dead)."""
@@ -85,7 +95,7 @@ def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
     return subprocess.Popen(
         [DASK, *args],
         cwd=log.parent,
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread (Run.wait on a hang)
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
         start_new_session=True,  # its own process group: killpg reaches the nanny and its worker
@@ -157,15 +167,21 @@ def kill_worker(cluster: DaskCluster, address: str) -> None:
 
 
 class Run:
-    """One ``python -m voxflow.cli …`` process, as a user runs it, output captured to files."""
+    """One ``python -m voxflow.cli …`` process, as a user runs it, output captured to files.
 
-    def __init__(self, args: list[str], folder: Path) -> None:
+    A run still going after WAIT_S is a hang: every thread of it (and of ``on_hang``'s
+    processes) is dumped by Python's faulthandler (SIGABRT) into the failure message."""
+
+    def __init__(
+        self, args: list[str], folder: Path, env: dict[str, str] | None = None, on_hang: Callable[[], str] | None = None
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.stderr_path = folder / "stderr.txt"
+        self.on_hang = on_hang
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxflow.cli", *args],
             cwd=ROOT,
-            env={**os.environ, "VOXFLOW_LOCAL_THREADS": "1"},
+            env={**os.environ, "VOXFLOW_LOCAL_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})},
             stdout=(folder / "stdout.txt").open("wb"),
             stderr=self.stderr_path.open("wb"),
             start_new_session=True,
@@ -178,6 +194,12 @@ class Run:
     def wait(self) -> int:
         try:
             return self.proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            others = self.on_hang() if self.on_hang else ""
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            pytest.fail(f"voxflow still running after {WAIT_S} s; its threads:\n{self.stderr[-8000:]}\n{others}")
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -407,9 +429,10 @@ def test_the_request_limit_holds_across_workers(tmp_path: Path) -> None:
             make_recordings(tmp_path / "in", 8, joined=2)
             args = ["transcribe", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--concurrency", "2"]
             keys = {k: env[k] for k in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
-            run = voxflow(*args, "--model", "openai/whisper-large-v3", "--language", "en", "--cluster", cluster.address,
-                          env={**keys, "VOXFLOW_MAX_CHUNK_S": "3"})  # fmt: skip
-            assert run.returncode == 0, run.stderr[-3000:]
+            args += ["--model", "openai/whisper-large-v3", "--language", "en", "--cluster", cluster.address]
+            env = {**keys, "VOXFLOW_MAX_CHUNK_S": "3"}
+            run = Run(args, tmp_path / "run", env, on_hang=lambda: cluster.stacks(tmp_path / "dask"))
+            assert run.wait() == 0, run.stderr[-3000:]
             workers = {w for _, _, w in catalog_rows(tmp_path / "out", "transcripts", "rel_path, status, worker")}
             addresses = cluster.worker_addresses()
         log = emulator.state.log()
@@ -418,3 +441,65 @@ def test_the_request_limit_holds_across_workers(tmp_path: Path) -> None:
     assert workers == addresses, workers  # both workers sent requests
     assert len([e for e in log if e["endpoint"] == "transcriptions"]) >= 16
     assert peak_in_flight(log) == 2
+
+
+# ─── the cluster-wide request limit, inside a worker ─────────────────────────────────────
+
+
+def leases_left_after_a_cancelled_wait(name: str) -> int:
+    """In a Dask worker: A holds the run's only lease; B waits for it and is cancelled (as a
+    TaskGroup cancels the siblings of a failed chunk); A lets go. → the leases still held once
+    things settle (0 when nothing leaked; B's waiting thread got the lease A freed)."""
+    import asyncio
+
+    from distributed import get_client
+
+    from voxflow.cluster import ClusterLimiter
+
+    def pending() -> int:
+        def count(dask_scheduler: Any) -> int:
+            return dask_scheduler.extensions["semaphores"].metrics["pending"][name]
+
+        return get_client().run_on_scheduler(count)
+
+    async def scenario() -> int:
+        holder, waiter = ClusterLimiter(1, name), ClusterLimiter(1, name)  # as two processes have
+        entered, leave = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with holder.slot():
+                entered.set()
+                await leave.wait()
+
+        async def wait() -> None:
+            async with waiter.slot():
+                pass
+
+        holding = asyncio.create_task(hold())
+        await entered.wait()
+        waiting = asyncio.create_task(wait())
+        while await asyncio.to_thread(pending) < 1:  # B is in line at the scheduler
+            await asyncio.sleep(0.05)
+        waiting.cancel()
+        leave.set()
+        await holding
+        deadline = asyncio.get_running_loop().time() + 30
+        while (
+            held := await asyncio.to_thread(holder._semaphore.get_value)
+        ) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return held
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.timeout(240)
+def test_a_wait_for_a_cluster_lease_cancelled_leaks_no_lease(tmp_path: Path) -> None:
+    """A leaked lease is never freed (its worker refreshes it while it lives), and once the run's
+    --concurrency leases have leaked every request of the run waits for ever."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with running_cluster(tmp_path / "dask", env, nthreads=2) as cluster, cluster.client() as client:
+        held = client.submit(leases_left_after_a_cancelled_wait, "voxflow-requests-test", pure=False).result(
+            timeout=120
+        )
+    assert held == 0, f"{held} lease(s) of the run still held by nobody"

@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,8 +62,11 @@ class ClusterLimiter(RequestLimiter):
     """A RequestLimiter (429 pauses, adaptive limit: per process) whose slots are also leases of
     a ``distributed.Semaphore`` shared by every worker of the run (the cluster-wide cap).
 
-    The semaphore's calls block, so they run in a thread; a lease of a killed worker is freed
-    by the scheduler once its lease times out (``distributed.scheduler.locks.lease-timeout``)."""
+    The semaphore's calls block, so they run in a thread. A wait cancelled while its thread is
+    still asking (a TaskGroup cancelling the siblings of a failed chunk) hands the lease back as
+    soon as the thread gets it: the worker refreshes every lease it holds, so a lease nobody
+    releases would be held for good. A killed worker's leases are freed by the scheduler once
+    they time out (``distributed.scheduler.locks.lease-timeout``)."""
 
     def __init__(self, limit: int, name: str) -> None:
         super().__init__(limit)
@@ -73,11 +77,43 @@ class ClusterLimiter(RequestLimiter):
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with super().slot():
-            await asyncio.to_thread(self._semaphore.acquire)
+            request = _LeaseRequest(self._semaphore)
+            try:
+                await asyncio.to_thread(request.wait)
+            except BaseException:
+                request.abandon()
+                raise
             try:
                 yield
             finally:
                 await asyncio.to_thread(self._semaphore.release)
+
+
+class _LeaseRequest:
+    """One lease asked for in a thread, by a coroutine that may give up on it (thread-safe:
+    ``granted`` and ``abandoned`` change under ``_lock``; whoever comes second releases)."""
+
+    def __init__(self, semaphore: Any) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()
+        self._granted = self._abandoned = False
+
+    def wait(self) -> None:
+        """In a thread: block until the lease is granted (released again if given up meanwhile)."""
+        granted = self._semaphore.acquire()
+        with self._lock:
+            self._granted = bool(granted)
+            release = self._granted and self._abandoned
+        if release:
+            self._semaphore.release()
+
+    def abandon(self) -> None:
+        """The coroutine gave up: a lease already granted is released (off the event loop)."""
+        with self._lock:
+            self._abandoned = True
+            release = self._granted
+        if release:
+            threading.Thread(target=self._semaphore.release, name="voxflow-lease-release", daemon=True).start()
 
 
 def request_limiter(limit: int, run_id: str, *, remote: bool) -> RequestLimiter:
