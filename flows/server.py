@@ -3,9 +3,11 @@
 Without ``PREFECT_API_URL`` a flow run starts a temporary Prefect server (uvicorn, ≈ 200 MB,
 listening on a port). Prefect stops it at exit, but a run killed with ``kill -9`` never gets
 there and the server lives on. Started here instead, the server runs in its own session (the
-terminal's Ctrl-C does not stop it while the run winds down) and the kernel kills it when its
-parent dies, however it dies (Linux ``PR_SET_PDEATHSIG``). Its own output goes to
-``$PREFECT_HOME/voxflow-server.log``, not to the user's terminal.
+terminal's Ctrl-C does not stop it while the run winds down), with SIGTERM blocked (systemd's
+default ``KillMode=control-group`` sends SIGTERM to every process of the unit: the run winds
+down and still reports to it), and the kernel kills it when its parent dies, however it dies
+(Linux ``PR_SET_PDEATHSIG``). The run stops it with SIGINT, which uvicorn handles as SIGTERM.
+Its own output goes to ``$PREFECT_HOME/voxflow-server.log``, not to the user's terminal.
 
 ``voxflow server start`` keeps one server running in the background instead (with its UI);
 runs find it through ``$PREFECT_HOME/voxflow-server.json`` and skip the temporary server's
@@ -63,7 +65,7 @@ def _bound_server_class(prefect_server: Any) -> type:
             bind = functools.partial(_die_with_parent, os.getpid())
             with _server_log().open("ab") as log:  # its shutdown noise stays out of the user's terminal
                 popen = functools.partial(
-                    subprocess.Popen, preexec_fn=bind, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+                    _popen_uvicorn, preexec_fn=bind, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
                 )
                 original = prefect_server.subprocess
                 prefect_server.subprocess = types.SimpleNamespace(Popen=popen, TimeoutExpired=subprocess.TimeoutExpired)
@@ -72,7 +74,39 @@ def _bound_server_class(prefect_server: Any) -> type:
                 finally:
                     prefect_server.subprocess = original
 
+        def stop(self) -> None:
+            if self.server_process is not None and self.server_process.poll() is None:
+                self.server_process.send_signal(signal.SIGINT)  # its SIGTERM is blocked
+            super().stop()
+
     return BoundServer
+
+
+# uvicorn, ended by os._exit once it has shut down: after a SIGINT, the interpreter's own
+# teardown of Prefect's server took ≈ 1 s (a SIGTERM, which is blocked in it, ends at once)
+UVICORN_THEN_EXIT = """
+import os, sys
+from uvicorn.main import main
+code = 1
+try:
+    main(prog_name="uvicorn")
+except SystemExit as done:
+    code = done.code if isinstance(done.code, int) else 0
+except KeyboardInterrupt:
+    code = 0
+finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+"""
+
+
+def _popen_uvicorn(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Prefect's ``python -m uvicorn ARGS``, run as ``python -c UVICORN_THEN_EXIT ARGS``."""
+    at = args.index("uvicorn")
+    if args[at - 1] == "-m":
+        args = [*args[: at - 1], "-c", UVICORN_THEN_EXIT, *args[at + 1 :]]
+    return subprocess.Popen(args, **kwargs)
 
 
 def _server_log() -> Path:
@@ -83,7 +117,9 @@ def _server_log() -> Path:
 
 
 def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL when the parent thread exits (Linux only)."""
+    """In the child, before exec: SIGTERM blocked (the mask outlives exec, and uvicorn's handler
+    does not unblock it); SIGKILL when the parent thread exits (Linux only)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

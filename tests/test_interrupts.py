@@ -105,18 +105,27 @@ def sidecars(out: Path) -> list[Path]:
     return [p for p in out.rglob("*.srt") if ".voxflow" not in p.parts]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_first_signal_finishes_in_flight_writes_manifest_and_exits_130(tmp_path: Path, sig: signal.Signals) -> None:
+def stop_as(how: str, run: Run) -> None:
+    """Send the stop signal(s) ``how`` names, as the terminal, cron or systemd would."""
+    if how == "SIGINT":
+        os.killpg(run.proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the terminal's group …
+        run.proc.send_signal(signal.SIGINT)  # … and `uv run` / `./dev voxflow` forward a copy: two signals
+    elif how == "SIGTERM":
+        run.proc.send_signal(signal.SIGTERM)  # cron, systemd's KillMode=mixed: the main process
+    else:  # systemd's default KillMode=control-group: every process of the unit, server included
+        for proc in [psutil.Process(run.proc.pid), *run.descendants()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGTERM-to-all"])
+def test_first_signal_finishes_in_flight_writes_manifest_and_exits_130(tmp_path: Path, how: str) -> None:
     source, out = tmp_path / "in", tmp_path / "out"
     recordings = distinct_recordings(source)
     run = Run(["transcribe", str(source), "--out", str(out)], tmp_path / "run1")
     try:
         wait_for(lambda: sidecars(out), "the first recording's sidecars", run)
-        if sig == signal.SIGINT:
-            os.killpg(run.proc.pid, sig)  # Ctrl-C reaches every process of the terminal's group …
-            run.proc.send_signal(sig)  # … and `uv run` / `./dev voxflow` forwards its copy: one press, two signals
-        else:
-            run.proc.send_signal(sig)  # systemd / cron stop the main process
+        stop_as(how, run)
         code = run.wait()
     finally:
         run.stop()
@@ -160,11 +169,11 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
 
 
 def prefect_servers(processes: list[psutil.Process]) -> list[tuple[psutil.Process, int]]:
-    """(process, port) of each uvicorn server among ``processes``."""
+    """(process, port) of each Prefect server (uvicorn serving Prefect's app) among ``processes``."""
     found = []
     for proc in processes:
         cmd = proc.cmdline()
-        if "uvicorn" in cmd:
+        if "prefect.server.api.server:create_app" in cmd:
             found.append((proc, int(cmd[cmd.index("--port") + 1])))
     return found
 
