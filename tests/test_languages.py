@@ -10,6 +10,7 @@ the ``srt`` library.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import subprocess
@@ -357,3 +358,53 @@ def test_an_absent_audio_language_takes_the_default_track_and_says_so(tmp_path: 
         f"select audio_stream, warnings from read_parquet('{out}/catalog/transcripts/*.parquet')"
     ).fetchall()
     assert stream == 0 and any("no fr audio track" in w for w in warnings), warnings
+
+
+# German sentences of multilingual.mp3 and English clips, taken in turn, 0.7 s apart: a recording
+# that switches language every few seconds, so every speech window of Whisper holds both
+ALTERNATING = (
+    ("multilingual.mp3", 31.8, 35.9, "de"),
+    ("spk1_snt1.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 36.2, 41.3, "de"),
+    ("spk1_snt3.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 42.4, 47.4, "de"),
+    ("multilingual.mp3", 21.3, 29.0, "en"),
+    ("multilingual.mp3", 47.7, 53.7, "de"),
+    ("beckett.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 53.9, 59.7, "de"),
+    ("jfk.flac", 0.0, None, "en"),
+)
+GAP_S = 0.7
+
+
+def alternating_recording(path: Path) -> list[tuple[float, float, str]]:
+    """Write ALTERNATING as one 16 kHz WAV with ffmpeg; → (start s, end s, language) of each stretch."""
+    from tests.conftest import ffmpeg, ffprobe_seconds
+
+    inputs, chains, spans, at = [], [], [], 0.0
+    for n, (name, start, end, language) in enumerate(ALTERNATING):
+        end = ffprobe_seconds(SAMPLES / name) if end is None else end
+        inputs += ["-i", str(SAMPLES / name)]
+        trim = f"atrim={start}:{end},asetpts=N/SR/TB,aresample=16000,aformat=channel_layouts=mono"
+        chains.append(f"[{n}:a]{trim},apad=pad_dur={GAP_S}[p{n}]")
+        spans.append((at, at + end - start, language))
+        at += end - start + GAP_S
+    joined = "".join(f"[p{n}]" for n in range(len(ALTERNATING))) + f"concat=n={len(ALTERNATING)}:v=0:a=1"
+    ffmpeg(*inputs, "-filter_complex", ";".join(chains) + ";" + joined, str(path))
+    return spans
+
+
+def test_a_recording_switching_language_every_few_seconds_keeps_every_stretch(tmp_path: Path) -> None:
+    """Whisper names a 30 s window's language from its first seconds and, told German, says
+    nothing of the English sentences in it: before, 5 of these 10 stretches had no transcript."""
+    (tmp_path / "in").mkdir()
+    spans = alternating_recording(tmp_path / "in" / "talk.wav")
+    out = tmp_path / "out"
+    done = voxflow_cli("transcribe", str(tmp_path / "in"), "--out", str(out), "--formats", "json")
+    assert done.returncode == 0, done.stderr
+    (sidecar,) = out.glob("talk.*.json")
+    words = [w for s in json.loads(sidecar.read_text(encoding="utf-8"))["segments"] for w in s["words"]]
+    for start, end, language in spans:
+        said = " ".join(w["word"] for w in words if start - 0.3 <= (w["start"] + w["end"]) / 2 <= end + 0.3)
+        assert len(said.split()) >= 4, f"{start:.1f}-{end:.1f} s ({language}): {said!r}"
+        assert py3langid.classify(said)[0] == language, f"{start:.1f}-{end:.1f} s: {said!r}"

@@ -7,8 +7,11 @@ chunk into speech windows of at most 30 s spread over the whole chunk; the multi
 model names each window's language; unsure windows take the chunk's vote; consecutive windows
 in one language form a run, cut at the middle of the pause between runs, and each run is
 transcribed with its language. Where the language changes, the windows either side are looked
-at again in pieces of a few seconds, so the cut falls near the real switch. With ``local/auto``,
-English runs go to tiny.en, others to base.
+at again in pieces of a few seconds, so the cut falls near the real switch. Whisper names a
+window's language from its first seconds, so a window that switches every few sentences gets one
+language, and Whisper told that language says nothing of the other's sentences: speech left
+without any transcript is looked at again, and what is surely in another language is transcribed
+in it. With ``local/auto``, English runs go to tiny.en, others to base.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ SURE = 0.5  # a window less sure than this takes the chunk's vote
 REFINE_S = 6.0  # where the language changes, windows are re-examined in pieces this long …
 REFINE_PAUSE_MS = 100  # … cut at pauses this short
 MIN_SILENCE_MS = 500
+MIN_UNHEARD_S = 1.0  # speech left without a transcript this long is looked at again …
+HEARD_SHARE = 0.25  # (less than this share of it inside transcribed segments)
+RECOVER_SURE = 0.8  # … and transcribed again when this sure of another language
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +75,45 @@ def transcribe_by_language(engine: Whisper, pcm: bytes, options: TranscribeOptio
     if options.language:
         return _engine_for(engine, options.language).transcribe(pcm, options)
     samples = pcm_to_float(pcm)
-    windows = detect(engine, samples, grouped(speech_stamps(samples), WINDOW_S))
+    stamps = speech_stamps(samples)
+    windows = detect(engine, samples, grouped(stamps, WINDOW_S))
     if not windows:  # no speech found: let Whisper have its own say on the whole chunk
         return engine.transcribe(pcm, options)
     vote = _vote(windows)
-    settled = _refined(engine, samples, _settled(windows, vote))
-    parts = [_transcribe_run(engine, pcm, run, options) for run in plan_runs(settled, len(samples))]
+    runs = plan_runs(_refined(engine, samples, _settled(windows, vote)), len(samples))
+    parts = [_transcribe_run(engine, pcm, run, options) for run in runs]
+    parts += _recovered(engine, pcm, samples, _unheard(stamps, parts), runs, options)
     return _joined(parts, windows, vote)
+
+
+def _unheard(stamps: list[Stamp], parts: list[Transcript]) -> list[Stamp]:
+    """Speech (VAD stamps of at least MIN_UNHEARD_S) that transcribed words cover less than
+    HEARD_SHARE of: what a run transcribed in the wrong language leaves out (Whisper told German
+    says nothing of a sentence in English, or strides over it in one segment)."""
+    spans = [(w.start_ms, w.end_ms) for part in parts for s in part.segments for w in s.words or [s]]
+    unheard = []
+    for start, end in stamps:
+        a, b = start * 1000 // SAMPLE_RATE, end * 1000 // SAMPLE_RATE
+        covered = sum(max(0, min(b, y) - max(a, x)) for x, y in spans)
+        if b - a >= MIN_UNHEARD_S * 1000 and covered < HEARD_SHARE * (b - a):
+            unheard.append((start, end))
+    return unheard
+
+
+def _recovered(
+    engine: Whisper, pcm: bytes, samples: np.ndarray, unheard: list[Stamp], runs: list[Run], options: TranscribeOptions
+) -> list[Transcript]:
+    """Unheard speech, looked at a few seconds at a time: what is surely in another language
+    than its run's is transcribed in that language; so is what is in the run's own language
+    when the run turned out mixed (Whisper lost its way in it). Other unheard speech (noise,
+    laughter, music) is left alone."""
+    pieces = detect(engine, samples, grouped(unheard, REFINE_S))
+    pieces = [p for p in pieces if p.probabilities[p.language] >= RECOVER_SURE]
+    run_of = {id(p): next(r for r in runs if r.start <= p.start < r.end) for p in pieces}
+    mixed = {id(run_of[id(p)]) for p in pieces if p.language != run_of[id(p)].language}
+    chosen = [p for p in pieces if id(run_of[id(p)]) in mixed]
+    parts = [_transcribe_run(engine, pcm, Run(p.start, p.end, p.language), options) for p in chosen]
+    return [part for part in parts if part.segments]
 
 
 Stamp = tuple[int, int]  # speech from sample ``start`` to sample ``end``
@@ -183,7 +221,8 @@ def _transcribe_run(engine: Whisper, pcm: bytes, run: Run, options: TranscribeOp
 
 
 def _joined(parts: list[Transcript], windows: list[Window], vote: dict[str, float]) -> Transcript:
-    """One transcript for the chunk: its language is the one with most speech."""
+    """One transcript for the chunk, its segments in time order: its language is the one with
+    most speech."""
     seconds: Counter[str] = Counter()
     for part in parts:
         seconds[part.language] += sum(s.end_ms - s.start_ms for s in part.segments) / 1000
@@ -191,10 +230,11 @@ def _joined(parts: list[Transcript], windows: list[Window], vote: dict[str, floa
         for w in windows:
             seconds[w.language] += w.speech_s
     language = (+seconds or seconds).most_common(1)[0][0]
+    segments = sorted((s for p in parts for s in p.segments), key=lambda s: (s.start_ms, s.end_ms))
     return Transcript(
-        text=" ".join(p.text for p in parts if p.text).strip(),
+        text=" ".join(s.text for s in segments if s.text).strip(),
         language=language,
-        segments=tuple(s for p in parts for s in p.segments),
+        segments=tuple(segments),
         language_probability=round(vote.get(language, 0.0), 4),
         languages=tuple((code, round(s, 1)) for code, s in seconds.most_common() if s > 0),
     )
