@@ -6,7 +6,11 @@ Prints, measured side by side in one run on the same 16 kHz audio:
      (int8, 2 threads, VAD, beam 5, language left to Whisper);
   2. on real speech that switches language (sample multilingual.mp3: English then German, and
      the same halves swapped): the seconds of text per detected language, voxflow local/auto
-     against bare faster-whisper with base.
+     against bare faster-whisper with base;
+  3. on a recording that switches every few seconds (German sentences and English clips in
+     turn, tests/realspeech.py): how many of its 10 stretches have words in their own language
+     (py3langid), voxflow local/auto against bare faster-whisper base, as is and with its
+     ``multilingual=True`` (a language per segment).
 """
 
 from __future__ import annotations
@@ -149,10 +153,53 @@ def halves(segments: list[tuple[float, float, str]]) -> list[tuple[str, int]]:
     return [(py3langid.classify(t)[0] if t else "-", len(t.split())) for t in texts]
 
 
+def bench_alternating(tmp: Path) -> None:
+    from faster_whisper import WhisperModel
+
+    from tests.realspeech import alternating_recording
+    from voxflow.engines.whisper import resolve_stt_model
+
+    spans = alternating_recording(tmp / "alternating.wav")
+    samples = read_samples(tmp / "alternating.wav")
+    audio_s = len(samples) / 16000
+    print(f"\n3. Switching every few seconds ({len(spans)} stretches, {audio_s:.0f} s): stretches kept")
+    whisper = bare_model("local/base", WhisperModel, resolve_stt_model)
+    runs = {
+        "voxflow local/auto": lambda: [(w.start_ms / 1000, w.end_ms / 1000, w.word) for s in
+                                       voxflow_transcript("local/auto", samples).segments for w in s.words],
+        "bare base": lambda: _words(whisper.transcribe(samples, vad_filter=True, beam_size=5, word_timestamps=True)),
+        "bare base, multilingual=True": lambda: _words(
+            whisper.transcribe(samples, vad_filter=True, beam_size=5, word_timestamps=True, multilingual=True)
+        ),
+    }  # fmt: skip
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        words_at = run()
+        took = time.perf_counter() - t0
+        kept = [_kept(words_at, span) for span in spans]
+        marks = " ".join(f"{lang}{'✓' if ok else '✗'}" for (_, _, lang), ok in zip(spans, kept, strict=True))
+        print(f"{name:<30} {sum(kept):>2} of {len(spans)}   {marks}   RTF {took / audio_s:.3f}")
+
+
+def _words(transcribed) -> list[tuple[float, float, str]]:
+    segments, _info = transcribed
+    return [(w.start, w.end, w.word) for s in segments for w in s.words or []]
+
+
+def _kept(words_at: list[tuple[float, float, str]], span: tuple[float, float, str]) -> bool:
+    """At least 4 words whose middle falls in the stretch, and py3langid names their language."""
+    import py3langid
+
+    start, end, language = span
+    said = " ".join(w for a, b, w in words_at if start - 0.3 <= (a + b) / 2 <= end + 0.3)
+    return len(said.split()) >= 4 and py3langid.classify(said)[0] == language
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_english(Path(tmp))
         bench_switching(Path(tmp))
+        bench_alternating(Path(tmp))
 
 
 if __name__ == "__main__":

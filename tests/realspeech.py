@@ -4,7 +4,9 @@ short pauses between them by ffmpeg, and the reference text of the whole recordi
 ``run_cli`` runs the real ``voxflow transcribe`` in a fresh process and measures it from the
 outside: its peak RSS from ``os.wait4`` and the length of every array faster-whisper was given.
 
-Used by tests/test_memory.py and benchmarks/bench_memory.py (an hour needs no committed file).
+Used by tests/test_memory.py and benchmarks/bench_memory.py (an hour needs no committed file);
+``alternating_recording`` (German and English every few seconds) by tests/test_languages.py and
+benchmarks/bench_languages.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ffprobe_seconds, normal_words
+from tests.conftest import ffmpeg, ffprobe_seconds, normal_words
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data" / "recordings"
 CLIPS = ("jfk.flac", "spk1_snt1.wav", "beckett.wav", "spk1_snt3.wav")
@@ -122,3 +124,35 @@ def word_error_rate(out: Path, reference: str) -> float:
 
     hypothesis = " ".join(t.read_text() for t in sorted(out.rglob("*.txt")))
     return jiwer.wer(normal_words(reference), normal_words(hypothesis))
+
+
+# German sentences of multilingual.mp3 and English clips, taken in turn, 0.7 s apart: a recording
+# that switches language every few seconds, so every speech window of Whisper holds both
+ALTERNATING = (
+    ("multilingual.mp3", 31.8, 35.9, "de"),
+    ("spk1_snt1.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 36.2, 41.3, "de"),
+    ("spk1_snt3.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 42.4, 47.4, "de"),
+    ("multilingual.mp3", 21.3, 29.0, "en"),
+    ("multilingual.mp3", 47.7, 53.7, "de"),
+    ("beckett.wav", 0.0, None, "en"),
+    ("multilingual.mp3", 53.9, 59.7, "de"),
+    ("jfk.flac", 0.0, None, "en"),
+)
+GAP_S = 0.7
+
+
+def alternating_recording(path: Path) -> list[tuple[float, float, str]]:
+    """Write ALTERNATING as one 16 kHz WAV with ffmpeg; → (start s, end s, language) of each stretch."""
+    inputs, chains, spans, at = [], [], [], 0.0
+    for n, (name, start, end, language) in enumerate(ALTERNATING):
+        end = ffprobe_seconds(SAMPLES / name) if end is None else end
+        inputs += ["-i", str(SAMPLES / name)]
+        trim = f"atrim={start}:{end},asetpts=N/SR/TB,aresample=16000,aformat=channel_layouts=mono"
+        chains.append(f"[{n}:a]{trim},apad=pad_dur={GAP_S}[p{n}]")
+        spans.append((at, at + end - start, language))
+        at += end - start + GAP_S
+    joined = "".join(f"[p{n}]" for n in range(len(ALTERNATING))) + f"concat=n={len(ALTERNATING)}:v=0:a=1"
+    ffmpeg(*inputs, "-filter_complex", ";".join(chains) + ";" + joined, str(path))
+    return spans

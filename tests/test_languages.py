@@ -25,6 +25,7 @@ import pytest
 import srt
 
 from tests.conftest import ROOT, SAMPLES
+from tests.realspeech import alternating_recording
 from voxflow.models import Segment, Transcript
 from voxflow.transcribe.chunks import stitch, transcript_from_dict
 
@@ -358,40 +359,6 @@ def test_an_absent_audio_language_takes_the_default_track_and_says_so(tmp_path: 
         f"select audio_stream, warnings from read_parquet('{out}/catalog/transcripts/*.parquet')"
     ).fetchall()
     assert stream == 0 and any("no fr audio track" in w for w in warnings), warnings
-
-
-# German sentences of multilingual.mp3 and English clips, taken in turn, 0.7 s apart: a recording
-# that switches language every few seconds, so every speech window of Whisper holds both
-ALTERNATING = (
-    ("multilingual.mp3", 31.8, 35.9, "de"),
-    ("spk1_snt1.wav", 0.0, None, "en"),
-    ("multilingual.mp3", 36.2, 41.3, "de"),
-    ("spk1_snt3.wav", 0.0, None, "en"),
-    ("multilingual.mp3", 42.4, 47.4, "de"),
-    ("multilingual.mp3", 21.3, 29.0, "en"),
-    ("multilingual.mp3", 47.7, 53.7, "de"),
-    ("beckett.wav", 0.0, None, "en"),
-    ("multilingual.mp3", 53.9, 59.7, "de"),
-    ("jfk.flac", 0.0, None, "en"),
-)
-GAP_S = 0.7
-
-
-def alternating_recording(path: Path) -> list[tuple[float, float, str]]:
-    """Write ALTERNATING as one 16 kHz WAV with ffmpeg; → (start s, end s, language) of each stretch."""
-    from tests.conftest import ffmpeg, ffprobe_seconds
-
-    inputs, chains, spans, at = [], [], [], 0.0
-    for n, (name, start, end, language) in enumerate(ALTERNATING):
-        end = ffprobe_seconds(SAMPLES / name) if end is None else end
-        inputs += ["-i", str(SAMPLES / name)]
-        trim = f"atrim={start}:{end},asetpts=N/SR/TB,aresample=16000,aformat=channel_layouts=mono"
-        chains.append(f"[{n}:a]{trim},apad=pad_dur={GAP_S}[p{n}]")
-        spans.append((at, at + end - start, language))
-        at += end - start + GAP_S
-    joined = "".join(f"[p{n}]" for n in range(len(ALTERNATING))) + f"concat=n={len(ALTERNATING)}:v=0:a=1"
-    ffmpeg(*inputs, "-filter_complex", ";".join(chains) + ";" + joined, str(path))
-    return spans
 
 
 def test_a_recording_switching_language_every_few_seconds_keeps_every_stretch(tmp_path: Path) -> None:
