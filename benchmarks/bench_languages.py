@@ -9,7 +9,8 @@ Prints, measured side by side in one run on the same 16 kHz audio:
      against bare faster-whisper with base;
   3. on a recording that switches every few seconds (German sentences and English clips in
      turn, tests/realspeech.py): how many of its 10 stretches have words in their own language
-     (py3langid), voxflow local/auto against bare faster-whisper base, as is and with its
+     (py3langid), the real ``voxflow transcribe`` command (defaults; its RTF is the whole
+     process's, start-up included) against bare faster-whisper base, as is and with its
      ``multilingual=True`` (a language per segment).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,8 +167,7 @@ def bench_alternating(tmp: Path) -> None:
     print(f"\n3. Switching every few seconds ({len(spans)} stretches, {audio_s:.0f} s): stretches kept")
     whisper = bare_model("local/base", WhisperModel, resolve_stt_model)
     runs = {
-        "voxflow local/auto": lambda: [(w.start_ms / 1000, w.end_ms / 1000, w.word) for s in
-                                       voxflow_transcript("local/auto", samples).segments for w in s.words],
+        "voxflow transcribe (command)": lambda: cli_words(tmp / "alternating.wav"),
         "bare base": lambda: _words(whisper.transcribe(samples, vad_filter=True, beam_size=5, word_timestamps=True)),
         "bare base, multilingual=True": lambda: _words(
             whisper.transcribe(samples, vad_filter=True, beam_size=5, word_timestamps=True, multilingual=True)
@@ -179,6 +180,20 @@ def bench_alternating(tmp: Path) -> None:
         kept = [_kept(words_at, span) for span in spans]
         marks = " ".join(f"{lang}{'✓' if ok else '✗'}" for (_, _, lang), ok in zip(spans, kept, strict=True))
         print(f"{name:<30} {sum(kept):>2} of {len(spans)}   {marks}   RTF {took / audio_s:.3f}")
+
+
+def cli_words(wav: Path) -> list[tuple[float, float, str]]:
+    """The words of ``voxflow transcribe`` (defaults, a fresh process) on ``wav``, from its JSON sidecar."""
+    source, out = wav.parent / "cli-in", wav.parent / "cli-out"
+    source.mkdir(exist_ok=True)
+    shutil.copy(wav, source / wav.name)
+    cmd = ["uv", "run", "voxflow", "transcribe", str(source), "--out", str(out), "--formats", "json", "--force"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"voxflow failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    (sidecar,) = out.glob(f"{wav.stem}.*.json")
+    segments = json.loads(sidecar.read_text(encoding="utf-8"))["segments"]
+    return [(w["start"], w["end"], w["word"]) for s in segments for w in s["words"]]
 
 
 def _words(transcribed) -> list[tuple[float, float, str]]:
