@@ -38,7 +38,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, _ExecutorManagerThread
 from typing import TypeVar
 
 from voxflow.errors import EngineError
@@ -151,6 +151,29 @@ def _end(executor: Executor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+TEARDOWN_RACE = "dictionary changed size during iteration"
+
+
+def _quiet_teardown_race() -> None:
+    """Python 3.11's manager thread of a broken pool counts the pool's processes while a call
+    submitted at that moment adds one (terminate_broken marks the pool broken outside its lock):
+    its RuntimeError was printed as a thread traceback under the run's one-line failures. The
+    pool is dropped and its processes killed by voxflow anyway (``_forget``), so that one error
+    of that one thread is not printed; every other thread error still is."""
+    if getattr(threading.excepthook, "voxflow_quiet", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        manager = isinstance(args.thread, _ExecutorManagerThread)
+        if manager and args.exc_type is RuntimeError and TEARDOWN_RACE in str(args.exc_value):
+            return
+        previous(args)
+
+    hook.voxflow_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def may_have_children() -> bool:
     """False in a daemonic process (a Dask worker): there the models run on a thread of it."""
     return not multiprocessing.current_process().daemon
@@ -159,6 +182,7 @@ def may_have_children() -> bool:
 def _start(processes: int) -> Executor:
     if not may_have_children():
         return _in_this_process()
+    _quiet_teardown_race()
     if QUIET_TRACKER not in sys.warnoptions:  # passed on to the processes spawn starts
         sys.warnoptions.append(QUIET_TRACKER)
     try:
@@ -166,7 +190,8 @@ def _start(processes: int) -> Executor:
         executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_prepare_engine_process)
         with _stop_signals_blocked():  # the mask is inherited: the children never see Ctrl-C
             for _ in range(processes):  # each submit finding no idle process starts one, now, from this thread
-                executor.submit(os.getpid)
+                with contextlib.suppress(BrokenProcessPool):  # one killed already: the caller's submit finds out
+                    executor.submit(os.getpid)
     except (OSError, ImportError, NotImplementedError):  # no working sem_open (/dev/shm) here
         return _in_this_process()
     return executor
