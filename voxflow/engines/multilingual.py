@@ -109,9 +109,9 @@ def _recovered(
     laughter, music) is left alone."""
     pieces = detect(engine, samples, grouped(unheard, REFINE_S))
     pieces = [p for p in pieces if p.probabilities[p.language] >= RECOVER_SURE]
-    run_of = {id(p): next(r for r in runs if r.start <= p.start < r.end) for p in pieces}
-    mixed = {id(run_of[id(p)]) for p in pieces if p.language != run_of[id(p)].language}
-    chosen = [p for p in pieces if id(run_of[id(p)]) in mixed]
+    in_run = [(p, next(r for r in runs if r.start <= p.start < r.end)) for p in pieces]
+    mixed = {run for piece, run in in_run if piece.language != run.language}
+    chosen = [piece for piece, run in in_run if run in mixed]
     parts = [_transcribe_run(engine, pcm, Run(p.start, p.end, p.language), options) for p in chosen]
     return [part for part in parts if part.segments]
 
